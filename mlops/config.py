@@ -1,0 +1,263 @@
+"""The project configuration: one typed object, read once at start and passed down.
+
+Everything dataset-specific (tables, joins, target, features, suites, candidates) lives
+in the YAML file; nothing in `tasks/` or `flows/` knows which dataset it is working on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlops.errors import ConfigError
+
+PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class Strict(BaseModel):
+    """Base for every config section: an unknown key is an error, not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3Settings(Strict):
+    endpoint_url: str | None = None  # MinIO or a moto server stands in for S3 through this
+    region: str = "us-east-1"
+    max_attempts: int = Field(5, ge=1, le=20)  # total attempts, retries included
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+
+
+class TableSpec(Strict):
+    path: str  # relative to the landing root; "{period}" marks a partitioned table
+    suite: str | None = None  # name of a suite in expectations/
+
+    @property
+    def partitioned(self) -> bool:
+        return "{period}" in self.path
+
+    def key(self, period: str | None = None) -> str:
+        if self.partitioned:
+            if period is None:
+                raise ConfigError(f"table path {self.path!r} needs a period")
+            return self.path.format(period=period)
+        return self.path
+
+
+class JoinSpec(Strict):
+    table: str
+    keys: dict[str, str]  # batch column -> column of the joined table
+    columns: dict[str, str]  # column of the joined table -> name in the joined frame
+
+
+class DataConfig(Strict):
+    landing_uri: str = "state/landing"  # where upstream drops files
+    snapshot_uri: str = "state/snapshots"  # immutable raw copies keyed by content hash
+    quarantine_uri: str = "state/quarantine"  # rejected batches with the reason
+    s3: S3Settings = S3Settings()
+    batch_table: str  # the partitioned table that arrives period by period
+    tables: dict[str, TableSpec]
+    joins: list[JoinSpec] = []
+    time_column: str
+    key_columns: list[str] = []
+
+    @model_validator(mode="after")
+    def _tables_exist(self) -> DataConfig:
+        if self.batch_table not in self.tables:
+            raise ValueError(f"batch_table {self.batch_table!r} is not one of tables {sorted(self.tables)}")
+        if not self.tables[self.batch_table].partitioned:
+            raise ValueError(f"batch_table {self.batch_table!r} path must contain '{{period}}'")
+        for join in self.joins:
+            if join.table not in self.tables:
+                raise ValueError(f"joins: table {join.table!r} is not one of tables {sorted(self.tables)}")
+        return self
+
+
+class TargetConfig(Strict):
+    column: str
+    op: Literal[">=", ">", "<=", "<", "==", "!=", "in"]
+    value: float | str | list[float | str]
+    label: str = "label"  # name of the 0/1 column the pipeline derives
+
+
+class FeaturesConfig(Strict):
+    numeric: list[str]
+    categorical: list[str] = []
+    derived: dict[str, str] = {}  # new column -> pandas expression over joined columns
+    training_suite: str | None = None  # suite run on the labelled training frame
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> FeaturesConfig:
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ValueError(f"columns listed as both numeric and categorical: {sorted(both)}")
+        return self
+
+
+class SplitConfig(Strict):
+    holdout_periods: int = Field(1, ge=1)  # the latest periods of a request, never trained on
+    cv_folds: int = Field(3, ge=2)  # time-ordered folds for the hyperparameter search
+
+
+EstimatorKind = Literal["dummy", "logistic_regression", "hist_gradient_boosting", "random_forest"]
+
+
+class Distribution(Strict):
+    """A search range: `uniform`/`loguniform` over floats, `randint` over integers."""
+
+    kind: Literal["uniform", "loguniform", "randint"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Distribution:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class CandidateConfig(Strict):
+    name: str
+    estimator: EstimatorKind
+    baseline: bool = False
+    encoding: Literal["onehot", "ordinal"] = "onehot"
+    params: dict[str, Any] = {}
+    search: dict[str, list[Any] | Distribution] = {}
+    n_iter: int = Field(1, ge=1)
+
+
+class TrainingConfig(Strict):
+    seed: int = 42
+    metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
+    min_gain_over_baseline: float = 0.0
+    threshold: float = Field(0.5, gt=0, lt=1)  # probability that makes a positive label
+    max_train_rows: int | None = Field(None, ge=100)  # seeded subsample of the train split
+    importance_rows: int = Field(5000, ge=100)  # holdout rows used for permutation importance
+    importance_repeats: int = Field(3, ge=1)
+    candidates: list[CandidateConfig]
+
+    @model_validator(mode="after")
+    def _candidates(self) -> TrainingConfig:
+        names = [c.name for c in self.candidates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"candidate names must be unique, got {names}")
+        if not any(c.baseline for c in self.candidates):
+            raise ValueError("at least one candidate must be a baseline (baseline: true)")
+        if all(c.baseline for c in self.candidates):
+            raise ValueError("at least one candidate must not be a baseline")
+        return self
+
+
+class RegistryConfig(Strict):
+    model_name: str
+    experiment: str
+
+
+class StackConfig(Strict):
+    state_dir: str = "state"
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    host: str = "127.0.0.1"
+    mlflow_tracking_uri: str | None = None  # defaults to the local server of `mlops up`
+    prefect_api_url: str | None = None
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.prefect_api_url or f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+
+class ProjectConfig(Strict):
+    project: str
+    data: DataConfig
+    target: TargetConfig
+    features: FeaturesConfig
+    split: SplitConfig = SplitConfig()
+    training: TrainingConfig
+    registry: RegistryConfig
+    stack: StackConfig = StackConfig()
+    # Set by `load_config`, not by the file: where relative paths resolve from.
+    root: Annotated[Path, Field(exclude=True)] = Path(".")
+    expectations_dir: str = "expectations"
+
+    @field_validator("project")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError("use letters, digits, '-', '_' and '.' only")
+        return value
+
+    def path(self, relative: str) -> Path:
+        """A path from the config, resolved against the config file's folder."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else (self.root / candidate).resolve()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path(self.stack.state_dir)
+
+    def store_uri(self, uri: str) -> str:
+        """An s3:// URI as it is; a local path resolved against the config's folder."""
+        return uri if "://" in uri else str(self.path(uri))
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that changes what the pipeline computes (not where it runs)."""
+        payload = self.model_dump(mode="json", exclude={"stack", "root"})
+        for where in ("landing_uri", "snapshot_uri", "quarantine_uri", "s3"):
+            payload["data"].pop(where)
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    """Read and check the project config; a wrong key or value names itself."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (pass --config or create mlops.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    try:
+        return ProjectConfig(**raw, root=path.resolve().parent)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def period_range(start: str, end: str) -> list[str]:
+    """Months from start to end inclusive, as 'YYYY-MM'."""
+    for value in (start, end):
+        if not PERIOD_RE.match(value):
+            raise ConfigError(f"period {value!r} is not of the form YYYY-MM")
+    y, m = map(int, start.split("-"))
+    end_y, end_m = map(int, end.split("-"))
+    if (y, m) > (end_y, end_m):
+        raise ConfigError(f"start period {start} is after end period {end}")
+    periods = []
+    while (y, m) <= (end_y, end_m):
+        periods.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return periods

@@ -1,0 +1,168 @@
+"""Landing → snapshot: read a file from the landing zone, prove it is a readable table,
+and keep an immutable copy keyed by its content hash.
+
+Ingesting the same bytes twice finds the snapshot already there and writes nothing.
+A file that cannot be read as a table is quarantined with the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+
+import pandas as pd
+from prefect import task
+
+from mlops.errors import BadBatchError, LandingError
+from mlops.storage import Store, sha256_bytes
+
+READERS = {".parquet": "parquet", ".csv": "csv"}
+PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable raw copy of one landing file, and what is known about it."""
+
+    table: str
+    period: str | None
+    source_uri: str
+    uri: str
+    key: str
+    sha256: str
+    size: int
+    rows: int
+    format: str
+    columns: list[str] = field(default_factory=list)
+    ingested_at: str = ""
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{self.key}.json"
+
+
+def find_landing_key(landing: Store, key: str) -> str:
+    """The configured key, or the one file beside it with the same stem and another type."""
+    if landing.exists(key):
+        return key
+    path = PurePosixPath(key)
+    siblings = [k for k in landing.list(str(path.parent)) if PurePosixPath(k).stem == path.stem]
+    if len(siblings) == 1:
+        return siblings[0]
+    raise LandingError(f"no landing file {landing.uri_for(key)} (run `mlops seed`, or check data.landing_uri)")
+
+
+def read_table(data: bytes, name: str) -> pd.DataFrame:
+    """Parse bytes as a table, by the name's extension. Raises BadBatchError on any defect."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix not in READERS:
+        raise BadBatchError(f"{name}: unknown file type {suffix or '(none)'!r}; expected one of {sorted(READERS)}")
+    if not data:
+        raise BadBatchError(f"{name}: file is empty (0 bytes)")
+    if suffix == ".parquet":
+        if not (data.startswith(PARQUET_MAGIC) and data.endswith(PARQUET_MAGIC)):
+            raise BadBatchError(f"{name}: not a complete Parquet file (truncated or corrupt: missing PAR1 marker)")
+        try:
+            frame = pd.read_parquet(io.BytesIO(data))
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise BadBatchError(f"{name}: Parquet file is corrupt ({type(exc).__name__}: {exc})") from None
+    else:
+        try:
+            frame = pd.read_csv(io.BytesIO(data), encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadBatchError(f"{name}: CSV is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise BadBatchError(f"{name}: CSV cannot be parsed ({exc})") from None
+    if frame.empty:
+        raise BadBatchError(f"{name}: table has no rows")
+    return frame
+
+
+def snapshot_file(
+    landing: Store, snapshots: Store, table: str, period: str | None, key: str
+) -> tuple[Snapshot, pd.DataFrame]:
+    """Copy one landing file into the snapshot store (once per content) and parse it."""
+    key = find_landing_key(landing, key)
+    data = landing.read_bytes(key)
+    source_uri = landing.uri_for(key)
+    frame = read_table(data, source_uri)
+    digest = sha256_bytes(data)
+    suffix = PurePosixPath(key).suffix.lower()
+    snapshot_key = f"{table}/{digest}{suffix}"
+    snapshot = Snapshot(
+        table=table,
+        period=period,
+        source_uri=source_uri,
+        uri=snapshots.uri_for(snapshot_key),
+        key=snapshot_key,
+        sha256=digest,
+        size=len(data),
+        rows=len(frame),
+        format=READERS[suffix],
+        columns=[str(c) for c in frame.columns],
+        ingested_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    if snapshots.exists(snapshot.manifest_key):
+        return load_snapshot_manifest(snapshots, snapshot.manifest_key), frame
+    # Data first, manifest last: a snapshot counts as complete only once its manifest exists.
+    snapshots.write_bytes(snapshot_key, data)
+    snapshots.write_bytes(snapshot.manifest_key, json.dumps(asdict(snapshot), indent=2).encode())
+    return snapshot, frame
+
+
+def load_snapshot_manifest(snapshots: Store, manifest_key: str) -> Snapshot:
+    return Snapshot(**json.loads(snapshots.read_bytes(manifest_key)))
+
+
+def read_snapshot(snapshots: Store, snapshot: Snapshot, verify: bool = True) -> pd.DataFrame:
+    """Load a snapshot's table, refusing one whose bytes no longer match its hash."""
+    data = snapshots.read_bytes(snapshot.key)
+    if verify and sha256_bytes(data) != snapshot.sha256:
+        raise LandingError(f"snapshot {snapshot.uri} was modified: its sha256 no longer matches {snapshot.sha256}")
+    return read_table(data, snapshot.uri)
+
+
+def quarantine_batch(
+    quarantine: Store,
+    table: str,
+    period: str | None,
+    name: str,
+    data: bytes,
+    reason: str,
+    details: dict | None = None,
+) -> str:
+    """Keep a rejected file, with why, where an operator can inspect it. Returns its URI."""
+    folder = f"{table}/{period or 'static'}/{sha256_bytes(data)[:16]}"
+    uri = quarantine.write_bytes(f"{folder}/{PurePosixPath(name).name}", data)
+    record = {
+        "table": table,
+        "period": period,
+        "file": name,
+        "reason": reason,
+        "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **({"details": details} if details else {}),
+    }
+    quarantine.write_bytes(f"{folder}/reason.json", json.dumps(record, indent=2, default=str).encode())
+    return uri
+
+
+def ingest_file(
+    landing: Store, snapshots: Store, quarantine: Store, table: str, period: str | None, key: str
+) -> tuple[Snapshot, pd.DataFrame]:
+    """Snapshot one landing file; quarantine it if it is not a readable table."""
+    try:
+        return snapshot_file(landing, snapshots, table, period, key)
+    except BadBatchError as exc:
+        real_key = find_landing_key(landing, key)
+        uri = quarantine_batch(quarantine, table, period, real_key, landing.read_bytes(real_key), str(exc))
+        raise BadBatchError(str(exc), quarantine_uri=uri) from None
+
+
+@task(task_run_name="ingest {table} {period}")
+def ingest_table(
+    landing: Store, snapshots: Store, quarantine: Store, table: str, period: str | None, key: str
+) -> tuple[Snapshot, pd.DataFrame]:
+    return ingest_file(landing, snapshots, quarantine, table, period, key)
