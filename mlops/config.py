@@ -52,7 +52,7 @@ class TableSpec(Strict):
 
 class JoinSpec(Strict):
     table: str
-    keys: dict[str, str]  # batch column -> column of the joined table
+    match: dict[str, str]  # batch column -> column of the joined table
     columns: dict[str, str]  # column of the joined table -> name in the joined frame
 
 
@@ -70,12 +70,16 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _tables_exist(self) -> DataConfig:
         if self.batch_table not in self.tables:
-            raise ValueError(f"batch_table {self.batch_table!r} is not one of tables {sorted(self.tables)}")
+            raise ValueError(
+                f"batch_table {self.batch_table!r} is not one of tables {sorted(self.tables)}"
+            )
         if not self.tables[self.batch_table].partitioned:
             raise ValueError(f"batch_table {self.batch_table!r} path must contain '{{period}}'")
         for join in self.joins:
             if join.table not in self.tables:
-                raise ValueError(f"joins: table {join.table!r} is not one of tables {sorted(self.tables)}")
+                raise ValueError(
+                    f"joins: table {join.table!r} is not one of tables {sorted(self.tables)}"
+                )
         return self
 
 

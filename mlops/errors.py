@@ -19,7 +19,9 @@ class BadBatchError(MlopsError):
     """A batch was rejected (unreadable or failed validation) and quarantined."""
 
     def __init__(self, message: str, quarantine_uri: str | None = None) -> None:
-        super().__init__(message if quarantine_uri is None else f"{message} (quarantined at {quarantine_uri})")
+        super().__init__(
+            message if quarantine_uri is None else f"{message} (quarantined at {quarantine_uri})"
+        )
         self.quarantine_uri = quarantine_uri
 
 

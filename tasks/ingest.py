@@ -161,7 +161,14 @@ def ingest_file(
         raise BadBatchError(str(exc), quarantine_uri=uri) from None
 
 
-@task(task_run_name="ingest {table} {period}")
+def _ingest_run_name() -> str:
+    from prefect.runtime import task_run
+
+    params = task_run.parameters
+    return f"ingest {params['table']} {params['period'] or ''}".strip()
+
+
+@task(task_run_name=_ingest_run_name)
 def ingest_table(
     landing: Store, snapshots: Store, quarantine: Store, table: str, period: str | None, key: str
 ) -> tuple[Snapshot, pd.DataFrame]:

@@ -1,0 +1,215 @@
+"""Every MLflow call of the project: experiment runs, datasets, artifacts, the registry.
+
+Steps in `tasks/` compute; flows hand their results here to be recorded. Keeping the
+tracking calls in one module keeps the steps testable without a tracking server.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from mlops.errors import ServiceUnavailableError
+
+# Every type a registered model may contain beyond skops' defaults. skops refuses to load
+# anything else, so a tampered artifact cannot smuggle in code.
+SKOPS_TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+    # ColumnTransformer's "passthrough" is a FunctionTransformer over partial(check_array)
+    "functools.partial",
+    "sklearn.utils.validation.check_array",
+]
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    reused: bool  # True when this data and config were already registered
+
+
+def code_version(root: Path) -> str:
+    """The git commit of the code that trained, with '-dirty' when it had local changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def model_requirements() -> list[str]:
+    """The packages a registered model needs to load, pinned to what trained it."""
+    from importlib.metadata import version
+
+    return [
+        f"{pkg}=={version(pkg)}"
+        for pkg in ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
+    ]
+
+
+class Tracker:
+    """An MLflow experiment on one tracking server, checked to be reachable up front."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        if tracking_uri.startswith("http"):
+            try:
+                httpx.get(f"{tracking_uri.rstrip('/')}/health", timeout=5).raise_for_status()
+            except httpx.HTTPError as exc:
+                raise ServiceUnavailableError(
+                    f"MLflow tracking server at {tracking_uri} does not answer ({exc}): run `mlops up`"
+                ) from None
+        self.tracking_uri = tracking_uri.rstrip("/")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        self.client = MlflowClient(self.tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = (
+            found.experiment_id if found else self.client.create_experiment(experiment)
+        )
+
+    # -- links a user can click -------------------------------------------------------
+    def run_url(self, run_id: str) -> str:
+        return f"{self.tracking_uri}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def experiment_url(self) -> str:
+        return f"{self.tracking_uri}/#/experiments/{self.experiment_id}"
+
+    def version_url(self, name: str, version: str) -> str:
+        return f"{self.tracking_uri}/#/models/{name}/versions/{version}"
+
+    # -- the pipeline's parent run ----------------------------------------------------
+    @contextmanager
+    def pipeline_run(self, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+        import mlflow
+
+        with mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=run_name, tags=tags
+        ) as run:
+            yield run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+
+    def log_dataset(
+        self, frame: pd.DataFrame, name: str, source: str, digest: str, context: str
+    ) -> None:
+        """Record a snapshot as an MLflow dataset input of the active run (lineage)."""
+        import mlflow
+
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:16])
+        mlflow.log_input(dataset, context=context)
+
+    def log_json(self, payload: Any, artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(json.loads(json.dumps(payload, default=str)), artifact_file)
+
+    def log_file(self, path: Path, artifact_dir: str) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_dir)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(tags)
+
+    def log_candidate(
+        self,
+        name: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        plots: dict[str, bytes],
+        extra: dict[str, Any],
+        tags: dict[str, str],
+    ) -> str:
+        """One nested run per candidate, under the active pipeline run."""
+        import mlflow
+
+        with mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=name, nested=True, tags=tags
+        ) as run:
+            mlflow.log_params({k: str(v) for k, v in params.items()})
+            mlflow.log_metrics(metrics)
+            with tempfile.TemporaryDirectory() as tmp:
+                for file_name, png in plots.items():
+                    (Path(tmp) / file_name).write_bytes(png)
+                mlflow.log_artifacts(tmp, "plots")
+            for file_name, payload in extra.items():
+                mlflow.log_dict(payload, file_name)
+            return run.info.run_id
+
+    # -- registry ---------------------------------------------------------------------
+    def find_version(self, model_name: str, fingerprint: str) -> RegisteredVersion | None:
+        """A version already registered from the same data and config, if any."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(
+                f"name = '{model_name}' and tags.training_fingerprint = '{fingerprint}'"
+            )
+        except MlflowException:
+            return None
+        if not found:
+            return None
+        version = max(found, key=lambda v: int(v.version))
+        return RegisteredVersion(model_name, str(version.version), version.run_id, reused=True)
+
+    def register_model(
+        self,
+        pipeline: Any,
+        model_name: str,
+        input_example: pd.DataFrame,
+        tags: dict[str, str],
+        description: str,
+    ) -> RegisteredVersion:
+        """Log the pipeline as a skops-serialised MLflow model and register it as challenger."""
+        import mlflow
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        example = input_example.head(5)
+        signature = infer_signature(example, pipeline.predict_proba(example))
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            signature=signature,
+            input_example=example,
+            pyfunc_predict_fn="predict_proba",
+            registered_model_name=model_name,
+            # Stated, not inferred: inference re-imports the model in a subprocess (seconds).
+            pip_requirements=model_requirements(),
+        )
+        version = str(info.registered_model_version)
+        for key, value in tags.items():
+            self.client.set_model_version_tag(model_name, version, key, value)
+        self.client.update_model_version(model_name, version, description=description)
+        self.client.set_registered_model_alias(model_name, CHALLENGER, version)
+        return RegisteredVersion(model_name, version, info.run_id, reused=False)
