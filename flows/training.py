@@ -1,5 +1,8 @@
 """The `training-pipeline` flow: landing → snapshot → validated batch → features → model
 → registry. Orchestration lives here: retries, caching, parallelism, artifacts.
+
+Read `training_pipeline` at the bottom first: each stage above it is one step of a batch's
+journey, in the order the batch takes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
@@ -20,22 +22,20 @@ from pydantic import BaseModel, Field
 from mlops.config import ProjectConfig, load_config, period_range
 from mlops.errors import BadBatchError
 from mlops.storage import Store, open_store
-from mlops.tracking import Tracker, code_version
-from tasks.features import build_features, fingerprint_inputs, time_split
+from mlops.tracking import RegisteredVersion, Tracker, code_version
+from tasks.features import Split, TrainingFrame, build_features, fingerprint_inputs, time_split
 from tasks.ingest import Snapshot, ingest_table, quarantine_batch
 from tasks.train import CandidateResult, select_best, train_candidate
 from tasks.validate import ValidationReport, load_suite_json, validate_batch
+
+MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 
 
 class TrainingRequest(BaseModel):
     """What to train on. Prefect renders this as the run form in its UI."""
 
-    start: str = Field(
-        "2013-01", description="First month of data, YYYY-MM", pattern=r"^\d{4}-\d{2}$"
-    )
-    end: str = Field(
-        "2013-06", description="Last month (the holdout), YYYY-MM", pattern=r"^\d{4}-\d{2}$"
-    )
+    start: str = Field("2013-01", description="First month of data, YYYY-MM", pattern=MONTH)
+    end: str = Field("2013-06", description="Last month, YYYY-MM (the holdout)", pattern=MONTH)
     config_path: str = Field("mlops.yaml", description="Project config file")
 
 
@@ -43,7 +43,7 @@ class TrainingRequest(BaseModel):
 class TrainingOutcome:
     model_name: str
     model_version: str
-    reused: bool
+    reused: bool  # this data and config were registered before; nothing new was registered
     metrics: dict[str, float]
     mlflow_run_url: str
     model_version_url: str
@@ -51,8 +51,39 @@ class TrainingOutcome:
     snapshots: list[str] = field(default_factory=list)
 
 
-def _not_bad_data(task, task_run, state) -> bool:
-    """Retry I/O hiccups, never a batch that is simply bad: it will be just as bad next time."""
+@dataclass(frozen=True)
+class Stores:
+    landing: Store
+    snapshots: Store
+    quarantine: Store
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> Stores:
+        data = config.data
+        return cls(
+            open_store(config.store_uri(data.landing_uri), data.s3),
+            open_store(config.store_uri(data.snapshot_uri), data.s3),
+            open_store(config.store_uri(data.quarantine_uri), data.s3),
+        )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A snapshot and its rows, as it moves through the flow."""
+
+    snapshot: Snapshot
+    frame: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return f"{self.snapshot.table}/{self.snapshot.period or 'static'}@{self.snapshot.sha256[:12]}"
+
+
+# -- orchestration settings: retries for storage I/O, caches for the expensive steps ------
+
+
+def _retry_unless_bad_data(task, task_run, state) -> bool:
+    """Retry I/O hiccups, never a bad batch: it will be just as bad next time."""
     try:
         state.result()
     except BadBatchError:
@@ -70,24 +101,216 @@ def _candidate_cache_key(context: TaskRunContext, parameters: dict) -> str:
     # The split's rows are fixed by its fingerprint (snapshot hashes + config hash), so the
     # fingerprint and the candidate's settings determine the fitted model.
     settings = parameters["training"].model_dump_json(exclude={"candidates"})
-    blob = f"{parameters['split'].fingerprint}|{parameters['candidate'].model_dump_json()}|{settings}|{parameters['cv_folds']}"
+    candidate = parameters["candidate"].model_dump_json()
+    blob = f"{parameters['split'].fingerprint}|{candidate}|{settings}|{parameters['cv_folds']}"
     return "candidate-" + fingerprint_inputs(blob)
 
 
-# Retries for steps that touch storage; the expensive steps are cached on their input
-# hashes so a crashed run, run again, resumes instead of recomputing.
 ingest = ingest_table.with_options(
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
-    retry_condition_fn=_not_bad_data,
-    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unless_bad_data,
+    cache_policy=NO_CACHE,  # snapshots are content-addressed already: a re-ingest is a no-op
 )
-validate = validate_batch.with_options(
-    cache_policy=NO_CACHE
-)  # fast, and must rerun on suite changes
+validate = validate_batch.with_options(cache_policy=NO_CACHE)  # fast; must rerun if a suite changes
 features = build_features.with_options(cache_key_fn=_features_cache_key, persist_result=True)
 train = train_candidate.with_options(cache_key_fn=_candidate_cache_key, persist_result=True)
+
+
+# -- stages -------------------------------------------------------------------------------
+
+
+def ingest_batches(config: ProjectConfig, stores: Stores, periods: list[str]) -> dict[str, Batch]:
+    """Snapshot every period of the batch table and every dimension table, in parallel.
+    Keys: the period for batch-table files, the table name for dimension tables."""
+    data = config.data
+    jobs = {p: (data.batch_table, p, data.tables[data.batch_table].key(p)) for p in periods}
+    jobs |= {t: (t, None, spec.key()) for t, spec in data.tables.items() if t != data.batch_table}
+    futures = {
+        label: ingest.submit(stores.landing, stores.snapshots, stores.quarantine, *job)
+        for label, job in jobs.items()
+    }
+    # .result() re-raises a BadBatchError, which names the file and its quarantine location
+    return {label: Batch(*future.result()) for label, future in futures.items()}
+
+
+def validate_batches(
+    config: ProjectConfig, stores: Stores, batches: dict[str, Batch]
+) -> list[ValidationReport]:
+    """Run each table's suite; quarantine every batch that fails, then stop the flow."""
+    expectations = config.path(config.expectations_dir)
+    futures = {}
+    for label, batch in batches.items():
+        suite_name = config.data.tables[batch.snapshot.table].suite
+        if suite_name is None:
+            continue
+        partitioned = batch.snapshot.period is not None
+        futures[label] = validate.submit(
+            batch.frame,
+            load_suite_json(expectations, suite_name),
+            batch.name,
+            config.data.time_column if partitioned else None,
+            batch.snapshot.period,
+        )
+    reports = {label: future.result() for label, future in futures.items()}
+    create_table_artifact(
+        [report_row(r) for r in reports.values()],
+        key="validation-summary",
+        description="Great Expectations result per batch",
+    )
+    failed = {label: r for label, r in reports.items() if not r.success}
+    if failed:
+        messages = []
+        for label, report in failed.items():
+            uri = quarantine_failed(stores, batches[label].snapshot, report)
+            messages.append(f"{report.summary()}\n  quarantined at {uri}")
+            create_table_artifact(
+                report.rows_for_table(),
+                key=f"failed-{artifact_key(report.batch)}",
+                description=report.summary().splitlines()[0],
+            )
+        raise BadBatchError("validation failed, nothing was trained:\n" + "\n".join(messages))
+    return list(reports.values())
+
+
+def quarantine_failed(stores: Stores, snapshot: Snapshot, report: ValidationReport) -> str:
+    """Move a snapshot that failed its suite out of the snapshot store, with the result."""
+    uri = quarantine_batch(
+        stores.quarantine,
+        snapshot.table,
+        snapshot.period,
+        snapshot.source_uri,
+        stores.snapshots.read_bytes(snapshot.key),
+        reason=report.summary(),
+        details={"validation": report.result, "sha256": snapshot.sha256},
+    )
+    stores.snapshots.delete(snapshot.manifest_key)
+    stores.snapshots.delete(snapshot.key)
+    return uri
+
+
+def prepare_split(
+    config: ProjectConfig, batches: dict[str, Batch], periods: list[str], fingerprint: str
+) -> tuple[TrainingFrame, Split, ValidationReport | None]:
+    """Join, derive and label the batches, check the labelled frame, split it by time."""
+    dims = {label: b.frame for label, b in batches.items() if b.snapshot.period is None}
+    training = features.submit({p: batches[p].frame for p in periods}, dims, config, fingerprint).result()
+    report = None
+    if config.features.training_suite:
+        suite = load_suite_json(config.path(config.expectations_dir), config.features.training_suite)
+        report = validate.submit(training.frame, suite, f"training@{fingerprint}", None, None).result()
+        if not report.success:
+            raise BadBatchError(f"the labelled training frame failed validation:\n{report.summary()}")
+    split = time_split(training, config.features, config.target.label, config.split.holdout_periods)
+    return training, split, report
+
+
+def train_candidates(config: ProjectConfig, split: Split) -> tuple[list[CandidateResult], CandidateResult]:
+    """Fit every candidate in parallel; pick the best, or fail if none beats the baselines."""
+    futures = [
+        train.submit(c, split, config.features, config.training, config.split.cv_folds)
+        for c in config.training.candidates
+    ]
+    results = [f.result() for f in futures]
+    best = select_best(results, config.training.metric, config.training.min_gain_over_baseline)
+    return results, best
+
+
+# -- recording ----------------------------------------------------------------------------
+
+
+def record_inputs(tracker: Tracker, batches: dict[str, Batch], holdout: list[str]) -> None:
+    for label, batch in batches.items():
+        if batch.snapshot.period is None:
+            context = "dimension"
+        else:
+            context = "holdout" if label in holdout else "training"
+        tracker.log_dataset(
+            batch.frame, batch.name.split("@")[0], batch.snapshot.source_uri, batch.snapshot.sha256, context
+        )
+
+
+def record_candidates(
+    tracker: Tracker, results: list[CandidateResult], metric: str, fingerprint: str
+) -> None:
+    for r in results:
+        assert r.evaluation is not None
+        tracker.log_candidate(
+            r.name,
+            params={"estimator": r.estimator, "baseline": r.baseline, **r.params},
+            metrics={
+                f"cv_{metric}": r.cv_mean,
+                f"cv_{metric}_std": r.cv_std,
+                "fit_seconds": r.fit_seconds,
+                **{f"holdout_{k}": v for k, v in r.evaluation.metrics.items()},
+            },
+            plots=r.evaluation.plots,
+            extra={"permutation_importance.json": r.evaluation.importance},
+            tags={"candidate": r.name, "training_fingerprint": fingerprint},
+        )
+
+
+def register_best(
+    tracker: Tracker,
+    config: ProjectConfig,
+    best: CandidateResult,
+    split: Split,
+    batches: dict[str, Batch],
+    run_tags: dict[str, str],
+) -> RegisteredVersion:
+    """Register once per data and config: a rerun finds the version it already made."""
+    found = tracker.find_version(config.registry.model_name, split.fingerprint)
+    if found is not None:
+        return found
+    assert best.evaluation is not None
+    headline = best.evaluation.metrics
+    tags = {
+        **run_tags,
+        "training_fingerprint": split.fingerprint,
+        "validation": "passed",
+        "candidate": best.name,
+        "snapshots": json.dumps({b.name.split("@")[0]: b.snapshot.sha256 for b in batches.values()}),
+        **{f"holdout_{k}": f"{v:.6f}" for k, v in headline.items()},
+    }
+    description = (
+        f"{best.name} trained on {', '.join(split.train_periods)}; holdout {', '.join(split.holdout_periods)} "
+        f"ROC-AUC {headline['roc_auc']:.4f}. Prefect run: {run_tags['prefect_flow_run_url']}"
+    )
+    return tracker.register_model(
+        best.pipeline, config.registry.model_name, split.X_holdout, tags, description
+    )
+
+
+def report_row(report: ValidationReport) -> dict[str, object]:
+    return {
+        "batch": report.batch,
+        "suite": report.suite,
+        "rows": report.rows,
+        "expectations": report.evaluated,
+        "failed": len(report.failures),
+        "result": "passed" if report.success else "FAILED",
+    }
+
+
+def leaderboard_markdown(results: list[CandidateResult], best: CandidateResult, metric: str) -> str:
+    lines = [
+        f"| candidate | baseline | CV {metric} | holdout ROC-AUC | PR-AUC | F1 | Brier | fit s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: -r.evaluation.metrics["roc_auc"]):
+        m = r.evaluation.metrics
+        name = f"**{r.name}** (selected)" if r is best else r.name
+        lines.append(
+            f"| {name} | {'yes' if r.baseline else ''} | {r.cv_mean:.4f} ± {r.cv_std:.4f} | {m['roc_auc']:.4f} "
+            f"| {m['pr_auc']:.4f} | {m['f1']:.4f} | {m['brier']:.4f} | {r.fit_seconds:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower())[:60]
 
 
 def prefect_run_url(config: ProjectConfig) -> str:
@@ -95,307 +318,98 @@ def prefect_run_url(config: ProjectConfig) -> str:
     return f"{config.stack.ui_url}/runs/flow-run/{run_id}" if run_id else ""
 
 
-def quarantine_failed(
-    quarantine: Store, snapshots: Store, snapshot: Snapshot, report: ValidationReport
-) -> str:
-    """Move a snapshot that failed its suite out of the snapshot store, with the result."""
-    uri = quarantine_batch(
-        quarantine,
-        snapshot.table,
-        snapshot.period,
-        snapshot.source_uri,
-        snapshots.read_bytes(snapshot.key),
-        reason=report.summary(),
-        details={"validation": report.result, "sha256": snapshot.sha256},
-    )
-    snapshots.delete(snapshot.manifest_key)
-    snapshots.delete(snapshot.key)
-    return uri
+# -- the flow -----------------------------------------------------------------------------
 
 
-def validation_table(reports: list[ValidationReport]) -> list[dict]:
-    return [
-        {
-            "batch": r.batch,
-            "suite": r.suite,
-            "rows": r.rows,
-            "expectations": r.evaluated,
-            "failed": len(r.failures),
-            "result": "passed" if r.success else "FAILED",
-        }
-        for r in reports
-    ]
-
-
-def leaderboard_markdown(results: list[CandidateResult], best: CandidateResult, metric: str) -> str:
-    head = (
-        "| candidate | baseline | CV "
-        + metric
-        + " | holdout ROC-AUC | PR-AUC | F1 | Brier | fit s |\n"
-    )
-    head += "|---|---|---|---|---|---|---|---|\n"
-    rows = []
-    for r in sorted(results, key=lambda r: -r.evaluation.metrics["roc_auc"]):
-        m = r.evaluation.metrics
-        mark = " **(selected)**" if r is best else ""
-        rows.append(
-            f"| {r.name}{mark} | {'yes' if r.baseline else ''} | {r.cv_mean:.4f} ± {r.cv_std:.4f} | "
-            f"{m['roc_auc']:.4f} | {m['pr_auc']:.4f} | {m['f1']:.4f} | {m['brier']:.4f} | {r.fit_seconds:.1f} |"
-        )
-    return head + "\n".join(rows)
-
-
-@flow(name="training-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
+@flow(name="training-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingOutcome:  # noqa: B008
     logger = get_run_logger()
     config = load_config(request.config_path)
     periods = period_range(request.start, request.end)
-    data = config.data
-    landing = open_store(config.store_uri(data.landing_uri), data.s3)
-    snapshots = open_store(config.store_uri(data.snapshot_uri), data.s3)
-    quarantine = open_store(config.store_uri(data.quarantine_uri), data.s3)
-    tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)
-    run_url = prefect_run_url(config)
-    expectations = config.path(config.expectations_dir)
-
+    stores = Stores.from_config(config)
+    tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)  # fails fast if down
     run_tags = {
         "pipeline": "training",
-        "prefect_flow_run_id": str(runtime.flow_run.id or ""),
-        "prefect_flow_run_url": run_url,
         "periods": f"{periods[0]}..{periods[-1]}",
         "config_hash": config.fingerprint,
         "git_commit": code_version(config.root),
+        "prefect_flow_run_id": str(runtime.flow_run.id or ""),
+        "prefect_flow_run_url": prefect_run_url(config),
     }
-    with tracker.pipeline_run(
-        run_name=runtime.flow_run.name or "training", tags=run_tags
-    ) as run_id:
-        tracker.log_params({"start": request.start, "end": request.end, **_flat_config(config)})
 
-        # 1. Ingest: every period of the batch table and every dimension table, in parallel.
-        dim_tables = [name for name in data.tables if name != data.batch_table]
-        batch_futures = {
-            p: ingest.submit(
-                landing,
-                snapshots,
-                quarantine,
-                data.batch_table,
-                p,
-                data.tables[data.batch_table].key(p),
-            )
-            for p in periods
-        }
-        dim_futures = {
-            t: ingest.submit(landing, snapshots, quarantine, t, None, data.tables[t].key())
-            for t in dim_tables
-        }
-        wait([*batch_futures.values(), *dim_futures.values()])
-        ingested: dict[str, tuple[Snapshot, pd.DataFrame]] = {}
-        for label, future in [*batch_futures.items(), *dim_futures.items()]:
-            ingested[label] = future.result()  # raises BadBatchError with the quarantine location
-        for label, (snapshot, frame) in ingested.items():
-            context = (
-                "training"
-                if label in batch_futures and label not in periods[-config.split.holdout_periods :]
-                else ("holdout" if label in batch_futures else "dimension")
-            )
-            tracker.log_dataset(
-                frame,
-                f"{snapshot.table}:{snapshot.period or 'static'}",
-                snapshot.source_uri,
-                snapshot.sha256,
-                context,
-            )
-        logger.info(
-            "ingested %d files: %s",
-            len(ingested),
-            ", ".join(
-                f"{s.table}:{s.period or '-'}={s.sha256[:8]} ({s.rows} rows)"
-                for s, _ in ingested.values()
-            ),
+    with tracker.pipeline_run(runtime.flow_run.name or "training", run_tags) as run_id:
+        tracker.log_params(
+            {
+                "start": request.start,
+                "end": request.end,
+                "target": f"{config.target.column} {config.target.op} {config.target.value}",
+                "features": ",".join(config.features.columns),
+                "candidates": ",".join(c.name for c in config.training.candidates),
+                "metric": config.training.metric,
+                "seed": config.training.seed,
+            }
         )
+        batches = ingest_batches(config, stores, periods)
+        record_inputs(tracker, batches, periods[-config.split.holdout_periods :])
+        logger.info("ingested %s", ", ".join(f"{b.name} ({b.snapshot.rows} rows)" for b in batches.values()))
 
-        # 2. Validate each batch against its suite; stop before training on any failure.
-        validation_futures = []
-        for label, (snapshot, frame) in ingested.items():
-            suite_name = data.tables[snapshot.table].suite
-            if suite_name is None:
-                continue
-            suite = load_suite_json(expectations, suite_name)
-            batch_name = f"{snapshot.table}/{snapshot.period or 'static'}@{snapshot.sha256[:12]}"
-            is_batch = snapshot.table == data.batch_table
-            validation_futures.append(
-                (
-                    label,
-                    validate.submit(
-                        frame,
-                        suite,
-                        batch_name,
-                        data.time_column if is_batch else None,
-                        snapshot.period,
-                    ),
-                )
-            )
-        reports = [future.result() for _, future in validation_futures]
-        create_table_artifact(
-            validation_table(reports),
-            key="validation-summary",
-            description="Great Expectations results per batch",
-        )
-        for report in reports:
-            tracker.log_json(report.result, f"validation/{report.batch.replace('/', '_')}.json")
-        failed = [
-            (label, report)
-            for (label, _), report in zip(validation_futures, reports, strict=True)
-            if not report.success
-        ]
-        tracker.set_tags({"validation": "failed" if failed else "passed"})
-        if failed:
-            messages = []
-            for label, report in failed:
-                uri = quarantine_failed(quarantine, snapshots, ingested[label][0], report)
-                messages.append(f"{report.summary()}\n  quarantined at {uri}")
-                create_table_artifact(
-                    report.rows_for_table(),
-                    key=f"failed-{_artifact_key(report.batch)}",
-                    description=report.summary().splitlines()[0],
-                )
-            raise BadBatchError("validation failed, nothing was trained:\n" + "\n".join(messages))
-
-        # 3. Features: join, derive, label, and check the labelled frame too.
-        batch_snapshots = {p: ingested[p][0] for p in periods}
+        try:
+            reports = validate_batches(config, stores, batches)
+        except BadBatchError:
+            tracker.set_tags({"validation": "failed"})
+            raise
+        tracker.set_tags({"validation": "passed"})
         fingerprint = fingerprint_inputs(
-            config.fingerprint,
-            *(s.sha256 for s in batch_snapshots.values()),
-            *(ingested[t][0].sha256 for t in dim_tables),
+            config.fingerprint, *sorted(b.snapshot.sha256 for b in batches.values())
         )
-        training_frame = features.submit(
-            {p: ingested[p][1] for p in periods},
-            {t: ingested[t][1] for t in dim_tables},
-            config,
-            fingerprint,
-        ).result()
-        if config.features.training_suite:
-            suite = load_suite_json(expectations, config.features.training_suite)
-            report = validate.submit(
-                training_frame.frame, suite, f"training@{fingerprint}", None, None
-            ).result()
-            tracker.log_json(report.result, "validation/training_frame.json")
-            if not report.success:
-                raise BadBatchError(
-                    f"the labelled training frame failed validation:\n{report.summary()}"
-                )
-        split = time_split(
-            training_frame, config.features, config.target.label, config.split.holdout_periods
-        )
+        training, split, training_report = prepare_split(config, batches, periods, fingerprint)
+        for report in [*reports, *([training_report] if training_report else [])]:
+            tracker.log_json(report.result, f"validation/{artifact_key(report.batch)}.json")
         tracker.log_params(
             {
                 "train_rows": len(split.X_train),
                 "holdout_rows": len(split.X_holdout),
-                "unlabelled_rows": training_frame.unlabelled_rows,
+                "unlabelled_rows_dropped": training.unlabelled_rows,
                 "train_periods": ",".join(split.train_periods),
                 "holdout_periods": ",".join(split.holdout_periods),
                 "training_fingerprint": fingerprint,
             }
         )
 
-        # 4. Train the candidates in parallel; each is a nested MLflow run.
-        futures = [
-            train.submit(c, split, config.features, config.training, config.split.cv_folds)
-            for c in config.training.candidates
-        ]
-        results: list[CandidateResult] = [f.result() for f in futures]
-        for r in results:
-            assert r.evaluation is not None
-            tracker.log_candidate(
-                r.name,
-                {"estimator": r.estimator, "baseline": r.baseline, **r.params},
-                {
-                    "cv_" + config.training.metric: r.cv_mean,
-                    "cv_std": r.cv_std,
-                    "fit_seconds": r.fit_seconds,
-                    **{f"holdout_{k}": v for k, v in r.evaluation.metrics.items()},
-                },
-                r.evaluation.plots,
-                {"permutation_importance.json": r.evaluation.importance},
-                {"candidate": r.name, "training_fingerprint": fingerprint},
-            )
-        best = select_best(results, config.training.metric, config.training.min_gain_over_baseline)
+        results, best = train_candidates(config, split)
+        record_candidates(tracker, results, config.training.metric, fingerprint)
         assert best.evaluation is not None
-        headline = {f"holdout_{k}": v for k, v in best.evaluation.metrics.items()}
+        metrics = {f"holdout_{k}": v for k, v in best.evaluation.metrics.items()}
+        tracker.log_metrics(metrics)
         tracker.set_tags({"selected_candidate": best.name})
-        import mlflow
 
-        mlflow.log_metrics(headline)
-
-        # 5. Register, once per data and config: a rerun finds the version it already made.
-        registered = tracker.find_version(config.registry.model_name, fingerprint)
-        if registered is None:
-            version_tags = {
-                "training_fingerprint": fingerprint,
-                "config_hash": config.fingerprint,
-                "git_commit": run_tags["git_commit"],
-                "validation": "passed",
-                "candidate": best.name,
-                "periods": run_tags["periods"],
-                "snapshots": json.dumps(
-                    {f"{s.table}:{s.period or 'static'}": s.sha256 for s, _ in ingested.values()}
-                ),
-                "prefect_flow_run_url": run_url,
-                **{k: f"{v:.6f}" for k, v in headline.items()},
-            }
-            registered = tracker.register_model(
-                best.pipeline,
-                config.registry.model_name,
-                split.X_holdout,
-                version_tags,
-                description=f"{best.name} trained on {','.join(split.train_periods)}; holdout {','.join(split.holdout_periods)}; "
-                f"ROC-AUC {headline['holdout_roc_auc']:.4f}. Prefect run: {run_url}",
-            )
+        registered = register_best(tracker, config, best, split, batches, run_tags)
         outcome = TrainingOutcome(
             model_name=registered.name,
             model_version=registered.version,
             reused=registered.reused,
-            metrics=headline,
+            metrics=metrics,
             mlflow_run_url=tracker.run_url(run_id),
             model_version_url=tracker.version_url(registered.name, registered.version),
-            prefect_run_url=run_url,
-            snapshots=[s.uri for s, _ in ingested.values()],
+            prefect_run_url=run_tags["prefect_flow_run_url"],
+            snapshots=[b.snapshot.uri for b in batches.values()],
         )
 
+    reused = " (already registered for this data and config)" if outcome.reused else ""
     create_markdown_artifact(
-        f"## Training pipeline: {config.registry.model_name} v{outcome.model_version}"
-        f"{' (already registered for this data and config)' if outcome.reused else ''}\n\n"
-        f"Periods {periods[0]}..{periods[-1]}, train rows {len(split.X_train)}, holdout rows {len(split.X_holdout)}, "
-        f"unlabelled rows dropped {training_frame.unlabelled_rows}.\n\n"
+        f"## {outcome.model_name} v{outcome.model_version}{reused}\n\n"
+        f"Periods {periods[0]}..{periods[-1]}: {len(split.X_train)} train rows "
+        f"({', '.join(split.train_periods)}), {len(split.X_holdout)} holdout rows "
+        f"({', '.join(split.holdout_periods)}); {training.unlabelled_rows} rows without a label dropped.\n\n"
         + leaderboard_markdown(results, best, config.training.metric)
         + f"\n\n[MLflow run]({outcome.mlflow_run_url}) · [model version]({outcome.model_version_url})",
         key="training-summary",
-        description="Candidates, selected model and links",
+        description="Candidates, the selected model, and links to MLflow",
     )
     create_link_artifact(
         outcome.model_version_url,
         link_text=f"{outcome.model_name} v{outcome.model_version}",
         key="model-version",
     )
-    logger.info(
-        "registered %s version %s (%s)",
-        outcome.model_name,
-        outcome.model_version,
-        outcome.model_version_url,
-    )
+    logger.info("registered %s v%s: %s", outcome.model_name, outcome.model_version, outcome.model_version_url)
     return outcome
-
-
-def _artifact_key(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower())[:60]
-
-
-def _flat_config(config: ProjectConfig) -> dict[str, str]:
-    return {
-        "config_hash": config.fingerprint,
-        "target": f"{config.target.column} {config.target.op} {config.target.value}",
-        "features": ",".join(config.features.columns),
-        "candidates": ",".join(c.name for c in config.training.candidates),
-        "metric": config.training.metric,
-        "seed": str(config.training.seed),
-    }

@@ -70,16 +70,12 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _tables_exist(self) -> DataConfig:
         if self.batch_table not in self.tables:
-            raise ValueError(
-                f"batch_table {self.batch_table!r} is not one of tables {sorted(self.tables)}"
-            )
+            raise ValueError(f"batch_table {self.batch_table!r} is not one of tables {sorted(self.tables)}")
         if not self.tables[self.batch_table].partitioned:
             raise ValueError(f"batch_table {self.batch_table!r} path must contain '{{period}}'")
         for join in self.joins:
             if join.table not in self.tables:
-                raise ValueError(
-                    f"joins: table {join.table!r} is not one of tables {sorted(self.tables)}"
-                )
+                raise ValueError(f"joins: table {join.table!r} is not one of tables {sorted(self.tables)}")
         return self
 
 
@@ -245,9 +241,7 @@ def load_config(path: str | Path) -> ProjectConfig:
     try:
         return ProjectConfig(**raw, root=path.resolve().parent)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None
 
 

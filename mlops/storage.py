@@ -26,9 +26,7 @@ def safe_key(key: str) -> str:
     """Refuse keys that would escape the store's root."""
     path = PurePosixPath(key)
     if not key or path.is_absolute() or ".." in path.parts or "\\" in key:
-        raise ConfigError(
-            f"key {key!r} must be a relative path inside its store (no '..', no leading '/')"
-        )
+        raise ConfigError(f"key {key!r} must be a relative path inside its store (no '..', no leading '/')")
     return str(path)
 
 
@@ -148,23 +146,17 @@ class S3Store:
                 raise LandingError(f"{what}: not found") from None
             if code == "NoSuchBucket":
                 raise LandingError(f"{what}: bucket {self.bucket!r} does not exist") from None
-            raise LandingError(
-                f"{what}: {code} {exc.response.get('Error', {}).get('Message', '')}"
-            ) from None
+            raise LandingError(f"{what}: {code} {exc.response.get('Error', {}).get('Message', '')}") from None
         except BotoCoreError as exc:
             raise ServiceUnavailableError(f"{what}: S3 endpoint did not answer ({exc})") from None
 
     def read_bytes(self, key: str) -> bytes:
-        resp = self._call(
-            f"reading {self.uri_for(key)}", self.client.get_object, Key=self._key(key)
-        )
+        resp = self._call(f"reading {self.uri_for(key)}", self.client.get_object, Key=self._key(key))
         return resp["Body"].read()
 
     def write_bytes(self, key: str, data: bytes) -> str:
         # A PUT is atomic on S3: the object appears whole or not at all.
-        self._call(
-            f"writing {self.uri_for(key)}", self.client.put_object, Key=self._key(key), Body=data
-        )
+        self._call(f"writing {self.uri_for(key)}", self.client.put_object, Key=self._key(key), Body=data)
         return self.uri_for(key)
 
     def exists(self, key: str) -> bool:
@@ -197,7 +189,5 @@ def open_store(uri: str, s3: S3Settings) -> Store:
     if uri.startswith("s3://"):
         return S3Store(uri, s3)
     if "://" in uri:
-        raise ConfigError(
-            f"unsupported storage URI {uri!r}: use a local path or s3://bucket/prefix"
-        )
+        raise ConfigError(f"unsupported storage URI {uri!r}: use a local path or s3://bucket/prefix")
     return LocalStore(Path(uri))

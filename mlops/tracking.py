@@ -63,8 +63,7 @@ def model_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [
-        f"{pkg}=={version(pkg)}"
-        for pkg in ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
+        f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
     ]
 
 
@@ -86,9 +85,7 @@ class Tracker:
         mlflow.set_tracking_uri(self.tracking_uri)
         self.client = MlflowClient(self.tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            found.experiment_id if found else self.client.create_experiment(experiment)
-        )
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
 
     # -- links a user can click -------------------------------------------------------
     def run_url(self, run_id: str) -> str:
@@ -105,9 +102,7 @@ class Tracker:
     def pipeline_run(self, run_name: str, tags: dict[str, str]) -> Iterator[str]:
         import mlflow
 
-        with mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=run_name, tags=tags
-        ) as run:
+        with mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=tags) as run:
             yield run.info.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -115,9 +110,12 @@ class Tracker:
 
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
 
-    def log_dataset(
-        self, frame: pd.DataFrame, name: str, source: str, digest: str, context: str
-    ) -> None:
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        import mlflow
+
+        mlflow.log_metrics(metrics)
+
+    def log_dataset(self, frame: pd.DataFrame, name: str, source: str, digest: str, context: str) -> None:
         """Record a snapshot as an MLflow dataset input of the active run (lineage)."""
         import mlflow
 
@@ -151,9 +149,7 @@ class Tracker:
         """One nested run per candidate, under the active pipeline run."""
         import mlflow
 
-        with mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=name, nested=True, tags=tags
-        ) as run:
+        with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True, tags=tags) as run:
             mlflow.log_params({k: str(v) for k, v in params.items()})
             mlflow.log_metrics(metrics)
             with tempfile.TemporaryDirectory() as tmp:

@@ -74,9 +74,7 @@ def evaluation_plots(
     plots["pr_curve.png"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(4, 4))
-    ConfusionMatrixDisplay.from_predictions(
-        y, (proba >= threshold).astype(int), ax=ax, colorbar=False
-    )
+    ConfusionMatrixDisplay.from_predictions(y, (proba >= threshold).astype(int), ax=ax, colorbar=False)
     ax.set_title(f"{name} @ threshold {threshold}")
     plots["confusion_matrix.png"] = _png(fig)
 

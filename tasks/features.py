@@ -45,9 +45,7 @@ class Split:
     fingerprint: str  # of the snapshots and config that produced these rows
 
 
-def join_tables(
-    batch: pd.DataFrame, dims: dict[str, pd.DataFrame], joins: list[JoinSpec]
-) -> pd.DataFrame:
+def join_tables(batch: pd.DataFrame, dims: dict[str, pd.DataFrame], joins: list[JoinSpec]) -> pd.DataFrame:
     """Left-join each dimension table; a batch row never disappears for lack of a match."""
     joined = batch
     for join in joins:
@@ -60,9 +58,7 @@ def join_tables(
         right = right.rename(columns={**join.columns, **{v: k for k, v in join.match.items()}})
         overlap = (set(right.columns) - set(join.match)) & set(joined.columns)
         if overlap:
-            raise ConfigError(
-                f"joins.{join.table}: columns {sorted(overlap)} already exist; rename them"
-            )
+            raise ConfigError(f"joins.{join.table}: columns {sorted(overlap)} already exist; rename them")
         joined = joined.merge(right, how="left", on=list(join.match), validate="many_to_one")
     return joined
 
@@ -74,9 +70,7 @@ def add_derived(frame: pd.DataFrame, derived: dict[str, str]) -> pd.DataFrame:
         try:
             out[name] = out.eval(expression, engine="python")
         except Exception as exc:  # pandas raises many types for a bad expression
-            raise ConfigError(
-                f"features.derived.{name}: cannot evaluate {expression!r} ({exc})"
-            ) from None
+            raise ConfigError(f"features.derived.{name}: cannot evaluate {expression!r} ({exc})") from None
     return out
 
 
@@ -126,9 +120,7 @@ def build_training_frame(
     return TrainingFrame(frame, sorted(batches), unlabelled, fingerprint)
 
 
-def time_split(
-    training: TrainingFrame, features: FeaturesConfig, label: str, holdout_periods: int
-) -> Split:
+def time_split(training: TrainingFrame, features: FeaturesConfig, label: str, holdout_periods: int) -> Split:
     """Train on the earlier periods, hold out the latest ones: no row from the future leaks in."""
     periods = training.periods
     if len(periods) <= holdout_periods:
@@ -141,9 +133,7 @@ def time_split(
     train, test = frame.loc[~is_holdout], frame.loc[is_holdout]
     for name, part in (("train", train), ("holdout", test)):
         if part.empty or part[label].nunique() < 2:
-            raise BadBatchError(
-                f"the {name} split has {len(part)} rows and needs both classes to train on"
-            )
+            raise BadBatchError(f"the {name} split has {len(part)} rows and needs both classes to train on")
     cols = features.columns
     return Split(
         train[cols],
@@ -160,9 +150,7 @@ def build_preprocessor(features: FeaturesConfig, encoding: str) -> ColumnTransfo
     """Numeric: median-impute (+ scale for one-hot models). Categorical: one-hot or ordinal,
     with unseen categories mapped to 'unknown' rather than failing at serving time."""
     if encoding == "onehot":
-        numeric = Pipeline(
-            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-        )
+        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
         categorical = Pipeline(
             [
                 ("impute", SimpleImputer(strategy="constant", fill_value="missing")),

@@ -55,9 +55,7 @@ class CandidateResult:
     evaluation: Evaluation | None = None
 
 
-def make_classifier(
-    candidate: CandidateConfig, features: FeaturesConfig, seed: int
-) -> ClassifierMixin:
+def make_classifier(candidate: CandidateConfig, features: FeaturesConfig, seed: int) -> ClassifierMixin:
     cls = ESTIMATORS[candidate.estimator]
     params = dict(candidate.params)
     if "random_state" in cls().get_params():
@@ -65,9 +63,7 @@ def make_classifier(
     if candidate.estimator == "hist_gradient_boosting" and candidate.encoding == "ordinal":
         # After the ColumnTransformer the categorical columns come last, in config order.
         n_num = len(features.numeric)
-        params.setdefault(
-            "categorical_features", list(range(n_num, n_num + len(features.categorical)))
-        )
+        params.setdefault("categorical_features", list(range(n_num, n_num + len(features.categorical))))
     try:
         return cls(**params)
     except TypeError as exc:
@@ -134,9 +130,7 @@ def fit_candidate(
             search.fit(X, y)
             best = search.best_index_
             pipeline = search.best_estimator_
-            chosen = {
-                k.removeprefix("classifier__"): _plain(v) for k, v in search.best_params_.items()
-            }
+            chosen = {k.removeprefix("classifier__"): _plain(v) for k, v in search.best_params_.items()}
             scores_mean = search.cv_results_["mean_test_score"][best]
             scores_std = search.cv_results_["std_test_score"][best]
         else:
