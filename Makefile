@@ -1,0 +1,61 @@
+# Everything runs with the project's own venv; a fresh machine needs only python3 (3.11) and pip.
+# Dependencies come from the committed requirements.lock (regenerate it with `make lock`
+# after changing dependencies in pyproject.toml: `make venv` removes whatever the lock lacks).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/python -m uv
+UV_VERSION ?= 0.13.9
+STAMP := $(VENV)/.installed
+START ?= 2013-01
+END ?= 2013-06
+SAMPLE ?=
+
+.PHONY: venv lock up down status seed train demo test lint bench
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# Re-runs only when the lock or the project metadata changed, so `make test` stays fast.
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/uv
+	$(UV) pip sync --python $(BIN)/python requirements.lock
+	$(UV) pip install --python $(BIN)/python --no-deps -e .
+	touch $@
+
+lock: | $(BIN)/uv
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+up: venv
+	$(BIN)/mlops up
+
+# No venv prerequisite: stopping must not wait for a reinstall.
+down:
+	$(BIN)/mlops down
+
+status: venv
+	$(BIN)/mlops status
+
+seed: venv
+	$(BIN)/mlops seed $(if $(SAMPLE),--sample $(SAMPLE))
+
+train: venv
+	$(BIN)/mlops train --start $(START) --end $(END)
+
+demo: venv up seed
+	$(BIN)/mlops train --start 2013-01 --end 2013-06
+
+test: venv
+	$(BIN)/pytest -q tests
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: venv
+	$(BIN)/python bench/training_overhead.py
