@@ -49,22 +49,40 @@ def find_landing_key(landing: Store, key: str) -> str:
     if landing.exists(key):
         return key
     path = PurePosixPath(key)
-    siblings = [k for k in landing.list(str(path.parent)) if PurePosixPath(k).stem == path.stem]
+    # Listing is recursive and S3 prefixes match partial names, so keep same-folder files only;
+    # a top-level key lists from the root ("." is not a prefix S3 knows).
+    prefix = "" if str(path.parent) == "." else f"{path.parent}/"
+    siblings = [
+        k
+        for k in landing.list(prefix)
+        if PurePosixPath(k).parent == path.parent and PurePosixPath(k).stem == path.stem
+    ]
     if len(siblings) == 1:
         return siblings[0]
-    raise LandingError(f"no landing file {landing.uri_for(key)} (run `mlops seed`, or check data.landing_uri)")
+    if siblings:
+        raise LandingError(
+            f"no landing file {landing.uri_for(key)}, and {len(siblings)} files share its name: "
+            f"{siblings}; keep one"
+        )
+    raise LandingError(
+        f"no landing file {landing.uri_for(key)} (run `mlops seed`, or check data.landing_uri)"
+    )
 
 
 def read_table(data: bytes, name: str) -> pd.DataFrame:
     """Parse bytes as a table, by the name's extension. Raises BadBatchError on any defect."""
     suffix = PurePosixPath(name).suffix.lower()
     if suffix not in READERS:
-        raise BadBatchError(f"{name}: unknown file type {suffix or '(none)'!r}; expected one of {sorted(READERS)}")
+        raise BadBatchError(
+            f"{name}: unknown file type {suffix or '(none)'!r}; expected one of {sorted(READERS)}"
+        )
     if not data:
         raise BadBatchError(f"{name}: file is empty (0 bytes)")
     if suffix == ".parquet":
         if not (data.startswith(PARQUET_MAGIC) and data.endswith(PARQUET_MAGIC)):
-            raise BadBatchError(f"{name}: not a complete Parquet file (truncated or corrupt: missing PAR1 marker)")
+            raise BadBatchError(
+                f"{name}: not a complete Parquet file (truncated or corrupt: missing PAR1 marker)"
+            )
         try:
             frame = pd.read_parquet(io.BytesIO(data))
         except Exception as exc:  # pyarrow raises several types for a damaged file
@@ -121,7 +139,9 @@ def read_snapshot(snapshots: Store, snapshot: Snapshot, verify: bool = True) -> 
     """Load a snapshot's table, refusing one whose bytes no longer match its hash."""
     data = snapshots.read_bytes(snapshot.key)
     if verify and sha256_bytes(data) != snapshot.sha256:
-        raise LandingError(f"snapshot {snapshot.uri} was modified: its sha256 no longer matches {snapshot.sha256}")
+        raise LandingError(
+            f"snapshot {snapshot.uri} was modified: its sha256 no longer matches {snapshot.sha256}"
+        )
     return read_table(data, snapshot.uri)
 
 

@@ -2,6 +2,7 @@
 
 Row counts are checked before GX runs, because per-row expectations pass on an empty
 table. A failure names each failed expectation with its counts and example values.
+`render_data_docs` turns a report back into GX's own Data Docs HTML for people to read.
 """
 
 from __future__ import annotations
@@ -10,20 +11,30 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from prefect import task
 
+from mlops.config import PERIOD_RE
 from mlops.errors import ConfigError
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no phoning home from a pipeline
 _GX_LOCK = threading.Lock()  # the GX context is shared by validation tasks running in threads
+
+# A monthly file is cut on local dates, but time columns are UTC instants: a flight at
+# 21:00 in New York on the 31st is 02:00 UTC on the 1st. UTC offsets span -12h..+14h, so
+# the period check widens the UTC month by 14 hours each side. A wrong month or a future
+# date is still caught; a day of drift is not the check's job.
+PERIOD_SLACK = pd.Timedelta(hours=14)
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,12 @@ class ValidationReport:
 
     def summary(self) -> str:
         if self.success:
-            return f"{self.batch}: suite {self.suite!r} passed ({self.evaluated} expectations, {self.rows} rows)"
-        lines = [f"{self.batch}: suite {self.suite!r} failed {len(self.failures)} of {self.evaluated} expectations"]
+            return (
+                f"{self.batch}: suite {self.suite!r} passed ({self.evaluated} expectations, {self.rows} rows)"
+            )
+        lines = [
+            f"{self.batch}: suite {self.suite!r} failed {len(self.failures)} of {self.evaluated} expectations"
+        ]
         lines += [f"  - {failure.describe()}" for failure in self.failures]
         return "\n".join(lines)
 
@@ -106,6 +121,10 @@ def _gx_context():
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # Some GX modules pin their own logger to INFO at import; the parent's level misses them.
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("great_expectations.") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.NOTSET)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     return context
@@ -130,8 +149,55 @@ def _exception_message(info: dict[str, Any] | None) -> str | None:
     return None
 
 
-def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], batch: str) -> ValidationReport:
-    """Run one suite on one table and return every failure, plainly described."""
+def period_expectation(time_column: str, period: str) -> dict[str, Any]:
+    """An expectation that every `time_column` value lies in `period` (YYYY-MM, UTC)."""
+    if not PERIOD_RE.match(period):
+        raise ConfigError(f"period {period!r} is not of the form YYYY-MM")
+    start = pd.Timestamp(f"{period}-01", tz="UTC")
+    end = start + pd.offsets.MonthBegin(1)
+    return {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {
+            "column": time_column,
+            "min_value": (start - PERIOD_SLACK).to_pydatetime(),
+            "max_value": (end + PERIOD_SLACK).to_pydatetime(),
+            "strict_max": True,
+        },
+        "meta": {"notes": f"every {time_column} falls in {period} (UTC, +/- {PERIOD_SLACK})"},
+    }
+
+
+def _gx_expectation(suite_name: str, spec: dict[str, Any]):
+    """Build one GX expectation from its JSON form; a typo names the suite and the entry."""
+    import great_expectations as gx
+    from great_expectations.exceptions import GreatExpectationsError
+
+    kind = spec.get("type")
+    try:
+        impl = gx.expectations.registry.get_expectation_impl(kind)
+    except GreatExpectationsError:
+        raise ConfigError(
+            f"suite {suite_name!r}: {kind!r} is not a GX expectation (check the spelling in expectations/)"
+        ) from None
+    meta = spec.get("meta") or {}
+    try:
+        # the notes travel into the GX result, so whoever reads it later sees why a check exists
+        return impl(**spec.get("kwargs", {}), meta=meta or None, notes=meta.get("notes"))
+    except Exception as exc:  # pydantic reports a bad argument; GX wraps some of them
+        raise ConfigError(f"suite {suite_name!r}: bad arguments for {kind}: {exc}") from None
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    suite: dict[str, Any],
+    batch: str,
+    time_column: str | None = None,
+    period: str | None = None,
+) -> ValidationReport:
+    """Run one suite on one table and return every failure, plainly described.
+
+    With both `time_column` and `period`, also expect every time to lie in that month.
+    """
     import great_expectations as gx
 
     name = suite["name"]
@@ -143,13 +209,10 @@ def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], batch: str) -> Va
         )
         return ValidationReport(name, digest, batch, len(frame), 1, [failure], {"success": False})
 
-    gx_suite = gx.ExpectationSuite(
-        name=name,
-        expectations=[
-            gx.expectations.registry.get_expectation_impl(exp["type"])(**exp["kwargs"])
-            for exp in suite["expectations"]
-        ],
-    )
+    specs = list(suite["expectations"])
+    if time_column and period:
+        specs.append(period_expectation(time_column, period))
+    gx_suite = gx.ExpectationSuite(name=name, expectations=[_gx_expectation(name, spec) for spec in specs])
     with _GX_LOCK:
         context = _gx_context()
         source_name = f"batch-{uuid.uuid4().hex[:12]}"
@@ -195,6 +258,68 @@ def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], batch: str) -> Va
     )
 
 
+def _path_part(text: str) -> str:
+    """A batch name as one safe path segment of the docs site."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "batch"
+
+
+def render_data_docs(report: ValidationReport, out_dir: Path) -> Path | None:
+    """Write GX's Data Docs site for one validation into `out_dir`; return the result's page.
+
+    Returns None when there is no GX result to render: a batch rejected on its row count
+    before GX ran. The site (index, static assets, one validation page) is GX's own
+    SiteBuilder output; nothing is kept in the in-memory context afterwards.
+    """
+    if "results" not in report.result:
+        return None
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResultSchema,
+    )
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    out_dir = Path(out_dir).resolve()
+    result = ExpectationSuiteValidationResultSchema().load(report.result)
+    run_id = RunIdentifier(run_name=_path_part(report.batch), run_time=datetime.now(UTC))
+    result.meta["run_id"] = run_id  # the page header shows the run name and time from here
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=report.suite),
+        run_id=run_id,
+        batch_identifier=_path_part(report.batch),
+    )
+    site = f"mlops-{uuid.uuid4().hex[:12]}"
+    site_config = {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(out_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    with _GX_LOCK:
+        context = _gx_context()
+        context.add_data_docs_site(site, site_config)
+        try:
+            context.validation_results_store.set(key, result)
+            context.build_data_docs(site_names=[site], resource_identifiers=[key])
+            urls = context.get_docs_sites_urls(resource_identifier=key, site_names=[site])
+        finally:
+            # the shared context lives as long as the process: leave nothing behind in it
+            context.validation_results_store.remove_key(key)
+            context.delete_data_docs_site(site)
+    page = next((u["site_url"] for u in urls if u.get("site_url")), None)
+    if not page:
+        return None
+    path = Path(unquote(urlparse(page).path))  # GX hands back a file:// URL
+    return path if path.is_file() else None
+
+
 @task(task_run_name="validate {batch}")
-def validate_batch(frame: pd.DataFrame, suite: dict[str, Any], batch: str) -> ValidationReport:
-    return validate_frame(frame, suite, batch)
+def validate_batch(
+    frame: pd.DataFrame,
+    suite: dict[str, Any],
+    batch: str,
+    time_column: str | None = None,
+    period: str | None = None,
+) -> ValidationReport:
+    return validate_frame(frame, suite, batch, time_column=time_column, period=period)
