@@ -220,7 +220,7 @@ class ProjectConfig(Strict):
     @property
     def fingerprint(self) -> str:
         """Hash of everything that changes what the pipeline computes (not where it runs)."""
-        payload = self.model_dump(mode="json", exclude={"stack", "root"})
+        payload = self.model_dump(mode="json", exclude={"stack", "root", "expectations_dir"})
         for where in ("landing_uri", "snapshot_uri", "quarantine_uri", "s3"):
             payload["data"].pop(where)
         blob = json.dumps(payload, sort_keys=True).encode()
@@ -243,6 +243,20 @@ def load_config(path: str | Path) -> ProjectConfig:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None
+
+
+def save_config(config: ProjectConfig, path: str | Path) -> Path:
+    """Write a config as YAML that `load_config` reads back to an equal object, wherever
+    the file lands: relative paths are written resolved."""
+    payload = config.model_dump(mode="json", exclude={"root"})
+    data = payload["data"]
+    for key in ("landing_uri", "snapshot_uri", "quarantine_uri"):
+        data[key] = config.store_uri(data[key])
+    payload["stack"]["state_dir"] = str(config.state_dir)
+    payload["expectations_dir"] = str(config.path(config.expectations_dir))
+    path = Path(path)
+    path.write_text(yaml.safe_dump(payload, sort_keys=False))
+    return path
 
 
 def period_range(start: str, end: str) -> list[str]:

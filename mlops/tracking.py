@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,7 +120,11 @@ class Tracker:
         """Record a snapshot as an MLflow dataset input of the active run (lineage)."""
         import mlflow
 
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:16])
+        with warnings.catch_warnings():
+            # MLflow's hint about integer columns concerns model signatures, not datasets.
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*multiple ways", category=UserWarning)
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:16])
         mlflow.log_input(dataset, context=context)
 
     def log_json(self, payload: Any, artifact_file: str) -> None:

@@ -1,17 +1,41 @@
-"""Shared fixtures: real servers started once per test session and stopped at the end."""
+"""Shared fixtures: real servers started once per test session and stopped at the end.
+
+Nothing here is skipped when a server is missing: the fixtures start what they need
+(a moto S3 server, the Prefect + MLflow stack) on free ports, under a session temp dir.
+"""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from mlops.config import ProjectConfig, load_config
+from mlops.stack import StackInfo, start_stack, stop_stack
+from mlops.storage import Store, open_store
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Six months, like the demo: with fewer, trees cannot learn the seasonal pattern that
+# lets them beat the logistic baseline (measured: 0.75 vs 0.69 ROC-AUC at this sample).
+SAMPLED_PERIODS = ["2013-01", "2013-02", "2013-03", "2013-04", "2013-05", "2013-06"]
+SAMPLE_FRACTION = 0.08
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports (two quick calls to free_port can return the same one)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +46,66 @@ def moto_s3() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
+    # boto3 refuses to sign without credentials; moto accepts any. Shared config files
+    # are hidden so a developer's real profile can never be used against the fake.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.delenv("AWS_SESSION_TOKEN", raising=False)
+        env.delenv("AWS_PROFILE", raising=False)
+        env.setenv("AWS_CONFIG_FILE", "/dev/null")
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_config(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
+    """The repo's mlops.yaml, with its state, landing zone and ports private to this session."""
+    base = load_config(REPO_ROOT / "mlops.yaml")
+    tmp = tmp_path_factory.mktemp("mlops")
+    prefect_port, mlflow_port = free_ports(2)
+    stack = base.stack.model_copy(
+        update={
+            "state_dir": str(tmp / "state"),
+            "host": "127.0.0.1",
+            "prefect_port": prefect_port,
+            "mlflow_port": mlflow_port,
+            "prefect_api_url": None,  # always the session's own servers
+            "mlflow_tracking_uri": None,
+        }
+    )
+    data = base.data.model_copy(
+        update={
+            "landing_uri": str(tmp / "landing"),
+            "snapshot_uri": str(tmp / "snapshots"),
+            "quarantine_uri": str(tmp / "quarantine"),
+        }
+    )
+    return base.model_copy(update={"stack": stack, "data": data})
+
+
+@pytest.fixture(scope="session")
+def stack(stack_config: ProjectConfig) -> Iterator[StackInfo]:
+    """A Prefect server and an MLflow server for the whole session, stopped at the end."""
+    info = start_stack(stack_config)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield info
     finally:
-        server.stop()
+        # Send the flows' buffered logs while the server still listens, not after.
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
+        stop_stack(stack_config)
+
+
+@pytest.fixture(scope="session")
+def sampled_landing(stack_config: ProjectConfig) -> Store:
+    """The session's landing store, seeded with ~8% of 2013-01..2013-06 plus weather and planes."""
+    from mlops.seed import seed_landing
+
+    store = open_store(stack_config.store_uri(stack_config.data.landing_uri), stack_config.data.s3)
+    seed_landing(stack_config, store, SAMPLED_PERIODS, sample_fraction=SAMPLE_FRACTION, seed=0)
+    return store

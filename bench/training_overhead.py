@@ -1,0 +1,213 @@
+"""Training pipeline overhead: the orchestrated flow (Prefect + MLflow) against the same
+computation as a bare script, on the full 2013 data, in one run.
+
+    python bench/training_overhead.py [--start 2013-01] [--end 2013-12] [--repeats 1]
+
+Each measurement runs in its own process with a fresh state folder (no cache, no earlier
+registry), so neither side profits from the other. Prints wall time, the ratio, and the
+peak resident memory of each process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def bare_pipeline(config_path: str, start: str, end: str) -> dict:
+    """Ingest, validate, build features, train the candidates in parallel, select, serialise:
+    the flow's work with no Prefect and no MLflow."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import skops.io as sio
+    from threadpoolctl import threadpool_limits
+
+    from mlops.config import load_config, period_range
+    from mlops.storage import open_store
+    from tasks.features import build_training_frame, fingerprint_inputs, time_split
+    from tasks.ingest import ingest_file
+    from tasks.train import fit_and_evaluate, select_best
+    from tasks.validate import load_suite_json, validate_frame
+
+    config = load_config(config_path)
+    data = config.data
+    landing, snapshots, quarantine = (
+        open_store(config.store_uri(u), data.s3)
+        for u in (data.landing_uri, data.snapshot_uri, data.quarantine_uri)
+    )
+    periods = period_range(start, end)
+    jobs = {p: (data.batch_table, p, data.tables[data.batch_table].key(p)) for p in periods}
+    jobs |= {t: (t, None, s.key()) for t, s in data.tables.items() if t != data.batch_table}
+    with ThreadPoolExecutor(2) as pool:
+        batches = dict(
+            zip(
+                jobs,
+                pool.map(lambda j: ingest_file(landing, snapshots, quarantine, *j), jobs.values()),
+                strict=True,
+            )
+        )
+        expectations = config.path(config.expectations_dir)
+
+        def check(label: str):
+            snapshot, frame = batches[label]
+            suite = load_suite_json(expectations, data.tables[snapshot.table].suite)
+            return validate_frame(
+                frame, suite, label, data.time_column if snapshot.period else None, snapshot.period
+            )
+
+        reports = list(pool.map(check, [k for k in batches if data.tables[batches[k][0].table].suite]))
+    assert all(r.success for r in reports), [r.summary() for r in reports if not r.success]
+    fingerprint = fingerprint_inputs(config.fingerprint, *sorted(s.sha256 for s, _ in batches.values()))
+    dims = {k: f for k, (s, f) in batches.items() if s.period is None}
+    training = build_training_frame({p: batches[p][1] for p in periods}, dims, config, fingerprint)
+    if config.features.training_suite:
+        suite = load_suite_json(config.path(config.expectations_dir), config.features.training_suite)
+        assert validate_frame(training.frame, suite, "training").success
+    split = time_split(training, config.features, config.target.label, config.split.holdout_periods)
+    with threadpool_limits(limits=1, user_api="openmp"), ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(
+                lambda c: fit_and_evaluate(c, split, config.features, config.training, config.split.cv_folds),
+                config.training.candidates,
+            )
+        )
+    best = select_best(results, config.training.metric, config.training.min_gain_over_baseline)
+    Path(tempfile.mkdtemp()).joinpath("model.skops").write_bytes(sio.dumps(best.pipeline))
+    return {"best": best.name, "roc_auc": best.evaluation.metrics["roc_auc"], "rows": len(training.frame)}
+
+
+def orchestrated_pipeline(config_path: str, start: str, end: str) -> dict:
+    from flows.training import TrainingRequest, training_pipeline
+    from mlops.config import load_config
+    from mlops.stack import client_settings
+
+    with client_settings(load_config(config_path)):
+        outcome = training_pipeline(TrainingRequest(start=start, end=end, config_path=config_path))
+    return {"version": outcome.model_version, "roc_auc": outcome.metrics["holdout_roc_auc"]}
+
+
+def _child(kind: str, config_path: str, start: str, end: str) -> None:
+    """Run one side in this process and print its figures as JSON on the last line."""
+    import resource
+
+    started = time.perf_counter()
+    result = (bare_pipeline if kind == "bare" else orchestrated_pipeline)(config_path, start, end)
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"kind": kind, "seconds": seconds, "peak_mb": peak_mb, **result}))
+
+
+def _fresh_config(base_config: str, workdir: Path, landing: Path, ports: tuple[int, int] | None) -> str:
+    from mlops.config import load_config, save_config
+
+    config = load_config(base_config)
+    # A model name of its own, so a repeat registers anew instead of finding the last version.
+    registry = config.registry.model_copy(
+        update={"model_name": f"{config.registry.model_name}-{workdir.name}"}
+    )
+    stack = config.stack.model_copy(update={"state_dir": str(workdir / "state")})
+    if ports:
+        stack = stack.model_copy(update={"prefect_port": ports[0], "mlflow_port": ports[1]})
+    data = config.data.model_copy(
+        update={
+            "landing_uri": str(landing),
+            "snapshot_uri": str(workdir / "snapshots"),
+            "quarantine_uri": str(workdir / "quarantine"),
+        }
+    )
+    updated = config.model_copy(update={"stack": stack, "data": data, "registry": registry})
+    return str(save_config(updated, workdir / "mlops.yaml"))
+
+
+def _run(kind: str, config_path: str, start: str, end: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--config", config_path, "--start", start, "--end", end],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default=str(ROOT / "mlops.yaml"))
+    parser.add_argument("--start", default="2013-01")
+    parser.add_argument("--end", default="2013-12")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--sample", type=float, default=None, help="seed a sample (smoke runs only)")
+    parser.add_argument("--child", choices=["bare", "orchestrated"])
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.config, args.start, args.end)
+        return
+
+    from mlops.config import load_config, period_range
+    from mlops.seed import seed_landing
+    from mlops.stack import start_stack, stop_stack
+    from mlops.storage import open_store
+    from tests.conftest import free_ports
+
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+        tmp_path = Path(tmp)
+        landing = tmp_path / "landing"
+        base = load_config(args.config)
+        seed_landing(
+            base, open_store(str(landing), base.data.s3), period_range(args.start, args.end), args.sample
+        )
+        stack_config = load_config(
+            _fresh_config(args.config, tmp_path / "stack", landing, tuple(free_ports(2)))
+        )
+        print(f"machine: {os.cpu_count()} cores, {_memory_gb():.0f} GB, Python {platform.python_version()}")
+        print(
+            f"data: {args.start}..{args.end}{f' sampled {args.sample}' if args.sample else ''}; starting servers…"
+        )
+        start_stack(stack_config)
+        try:
+            rows = []
+            for i in range(args.repeats):
+                for kind in ("bare", "orchestrated"):
+                    workdir = tmp_path / f"{kind}-{i}"
+                    workdir.mkdir()
+                    # The orchestrated side shares the running servers but nothing else.
+                    config_path = _fresh_config(
+                        args.config,
+                        workdir,
+                        landing,
+                        (stack_config.stack.prefect_port, stack_config.stack.mlflow_port),
+                    )
+                    rows.append(_run(kind, config_path, args.start, args.end))
+                    print(
+                        f"  {kind:13s} {rows[-1]['seconds']:7.1f} s  peak {rows[-1]['peak_mb']:6.0f} MB  "
+                        f"ROC-AUC {rows[-1]['roc_auc']:.4f}",
+                        flush=True,
+                    )
+        finally:
+            stop_stack(stack_config)
+    bare = min(r["seconds"] for r in rows if r["kind"] == "bare")
+    orchestrated = min(r["seconds"] for r in rows if r["kind"] == "orchestrated")
+    print(
+        f"orchestrated / bare = {orchestrated:.1f} s / {bare:.1f} s = {orchestrated / bare:.2f}x (target <= 1.2x)"
+    )
+
+
+def _memory_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+if __name__ == "__main__":
+    main()

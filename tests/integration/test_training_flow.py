@@ -1,0 +1,190 @@
+"""The real training flow on sampled real data, against a real Prefect API and MLflow server."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
+
+from flows.training import TrainingOutcome, TrainingRequest, training_pipeline
+from mlops.config import ProjectConfig, save_config
+from mlops.stack import client_settings
+from mlops.storage import Store, open_store, sha256_bytes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def prefect_and_mlflow(stack, stack_config: ProjectConfig) -> Iterator[None]:
+    with client_settings(stack_config):
+        yield
+
+
+@pytest.fixture(scope="module")
+def config_file(stack_config: ProjectConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_config(stack_config, tmp_path_factory.mktemp("cfg") / "mlops.yaml")
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_and_mlflow, sampled_landing: Store, config_file: Path) -> TrainingOutcome:
+    return training_pipeline(TrainingRequest(start="2013-01", end="2013-06", config_path=str(config_file)))
+
+
+def _task_states(flow_run_url: str) -> dict[str, str]:
+    flow_run_id = flow_run_url.rsplit("/", 1)[-1]
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,  # the sync client sends sort=None otherwise: 422
+            limit=200,
+        )
+    return {run.name: run.state.name for run in runs}
+
+
+def test_registers_a_challenger_with_metrics_signature_and_lineage(
+    first_run: TrainingOutcome, stack_config: ProjectConfig, sampled_landing: Store
+) -> None:
+    client = MlflowClient(stack_config.stack.tracking_uri)
+    name = stack_config.registry.model_name
+    version = client.get_model_version_by_alias(name, "challenger")
+    assert version.version == first_run.model_version
+
+    # Lineage: each landing file's sha256 is recorded on the version.
+    snapshots = json.loads(version.tags["snapshots"])
+    for period in ("2013-01", "2013-03", "2013-06"):
+        landed = sampled_landing.read_bytes(f"flights/{period}.parquet")
+        assert snapshots[f"flights/{period}"] == sha256_bytes(landed)
+    assert snapshots["weather/static"] == sha256_bytes(sampled_landing.read_bytes("weather.parquet"))
+    assert version.tags["config_hash"] == stack_config.fingerprint
+    assert version.tags["validation"] == "passed"
+    assert version.tags["git_commit"]
+    assert float(version.tags["holdout_roc_auc"]) == pytest.approx(first_run.metrics["holdout_roc_auc"])
+
+    # The parent run holds the headline metrics, datasets and one nested run per candidate.
+    run = client.get_run(version.run_id)
+    assert run.data.metrics["holdout_roc_auc"] > 0.6
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {
+        "flights/2013-01",
+        "flights/2013-06",
+        "planes/static",
+    }
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    assert {c.data.tags["candidate"] for c in children} == {c.name for c in stack_config.training.candidates}
+    plots = {a.path for a in client.list_artifacts(children[0].info.run_id, "plots")}
+    assert "plots/roc_curve.png" in plots and "plots/permutation_importance.png" in plots
+
+    import mlflow.models
+
+    info = mlflow.models.get_model_info(f"models:/{name}/{version.version}")
+    assert info.signature is not None
+    assert set(info.signature.inputs.input_names()) == set(stack_config.features.columns)
+
+
+def test_model_loads_in_a_fresh_process_and_predicts(
+    first_run: TrainingOutcome, stack_config: ProjectConfig, tmp_path: Path
+) -> None:
+    rows = pd.DataFrame(
+        [
+            {c: 1.0 for c in stack_config.features.numeric}
+            | {"carrier": "UA", "origin": "EWR", "dest": "ORD", "manufacturer": "BOEING"},
+            {c: 2.0 for c in stack_config.features.numeric}
+            | {"carrier": "ZZ-unseen", "origin": "JFK", "dest": "LAX", "manufacturer": None},
+        ]
+    )
+    rows.to_parquet(tmp_path / "rows.parquet")  # keeps the float dtypes the signature asks for
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri({stack_config.stack.tracking_uri!r})\n"
+        f"model = mlflow.pyfunc.load_model('models:/{stack_config.registry.model_name}@challenger')\n"
+        f"rows = pd.read_parquet({str(tmp_path / 'rows.parquet')!r})\n"
+        "print(pd.DataFrame(model.predict(rows)).to_json(orient='values'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    proba = pd.read_json(io.StringIO(done.stdout.strip().splitlines()[-1]))
+    assert proba.shape == (2, 2)
+    assert ((proba >= 0) & (proba <= 1)).all().all()
+    assert proba.sum(axis=1).round(6).eq(1).all()
+
+
+def test_rerun_is_cached_and_registers_nothing_new(
+    first_run: TrainingOutcome, config_file: Path, stack_config: ProjectConfig
+) -> None:
+    client = MlflowClient(stack_config.stack.tracking_uri)
+    before = client.search_model_versions(f"name = '{stack_config.registry.model_name}'")
+    again = training_pipeline(TrainingRequest(start="2013-01", end="2013-06", config_path=str(config_file)))
+    after = client.search_model_versions(f"name = '{stack_config.registry.model_name}'")
+    assert again.reused and again.model_version == first_run.model_version
+    assert len(after) == len(before)
+    states = _task_states(again.prefect_run_url)
+    trained = {name: state for name, state in states.items() if name.startswith("train ")}
+    assert trained and set(trained.values()) == {"Cached"}, states
+
+
+def _broken_landing(
+    stack_config: ProjectConfig, sampled_landing: Store, tmp: Path, period: str, data: bytes
+) -> Path:
+    """A copy of the landing zone with one month replaced; returns its config file."""
+    landing = open_store(str(tmp / "landing"), stack_config.data.s3)
+    for key in sampled_landing.list():
+        landing.write_bytes(key, sampled_landing.read_bytes(key))
+    landing.write_bytes(f"flights/{period}.parquet", data)
+    data_cfg = stack_config.data.model_copy(
+        update={"landing_uri": str(tmp / "landing"), "quarantine_uri": str(tmp / "quarantine")}
+    )
+    return save_config(stack_config.model_copy(update={"data": data_cfg}), tmp / "mlops.yaml")
+
+
+def _failed_run(config_path: Path) -> tuple[str, str]:
+    state = training_pipeline(
+        TrainingRequest(start="2013-01", end="2013-06", config_path=str(config_path)), return_state=True
+    )
+    assert state.is_failed()
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    return run.state.type.value, run.state.message or ""
+
+
+def test_truncated_month_fails_the_run_and_is_quarantined(
+    prefect_and_mlflow, stack_config: ProjectConfig, sampled_landing: Store, tmp_path: Path
+) -> None:
+    good = sampled_landing.read_bytes("flights/2013-02.parquet")
+    config_path = _broken_landing(stack_config, sampled_landing, tmp_path, "2013-02", good[: len(good) // 2])
+    state, message = _failed_run(config_path)
+    assert state == "FAILED"
+    assert "flights/2013-02.parquet" in message and "truncated" in message  # visible in the Prefect UI
+    reasons = list((tmp_path / "quarantine").rglob("reason.json"))
+    assert len(reasons) == 1 and "truncated" in json.loads(reasons[0].read_text())["reason"]
+
+
+def test_out_of_range_month_fails_validation_and_is_quarantined(
+    prefect_and_mlflow, stack_config: ProjectConfig, sampled_landing: Store, tmp_path: Path
+) -> None:
+    frame = pd.read_parquet(io.BytesIO(sampled_landing.read_bytes("flights/2013-03.parquet")))
+    frame.loc[frame.index[:25], "distance"] = -100
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    bad = buffer.getvalue()
+    config_path = _broken_landing(stack_config, sampled_landing, tmp_path, "2013-03", bad)
+    state, message = _failed_run(config_path)
+    assert state == "FAILED"
+    assert "distance" in message and "25 unexpected rows" in message
+    # The bad batch left the snapshot store for quarantine; nothing else was touched.
+    snapshots = open_store(stack_config.store_uri(stack_config.data.snapshot_uri), stack_config.data.s3)
+    assert not snapshots.exists(f"flights/{sha256_bytes(bad)}.parquet")
+    assert snapshots.exists(
+        f"flights/{sha256_bytes(sampled_landing.read_bytes('flights/2013-01.parquet'))}.parquet"
+    )
+    assert list((tmp_path / "quarantine" / "flights" / "2013-03").rglob("*.parquet"))
