@@ -8,7 +8,9 @@ journey, in the order the batch takes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from prefect import flow, get_run_logger, runtime
@@ -27,7 +29,7 @@ from mlops.tracking import RegisteredVersion, Tracker, code_version
 from tasks.features import Split, TrainingFrame, build_features, fingerprint_inputs, time_split
 from tasks.ingest import Snapshot, ingest_table, quarantine_batch
 from tasks.train import CandidateResult, select_best, train_candidate
-from tasks.validate import ValidationReport, load_suite_json, validate_batch
+from tasks.validate import ValidationReport, load_suite_json, render_data_docs, validate_batch
 
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 
@@ -136,10 +138,8 @@ def ingest_batches(config: ProjectConfig, stores: Stores, periods: list[str]) ->
     return {label: Batch(*future.result()) for label, future in futures.items()}
 
 
-def validate_batches(
-    config: ProjectConfig, stores: Stores, batches: dict[str, Batch]
-) -> list[ValidationReport]:
-    """Run each table's suite; quarantine every batch that fails, then stop the flow."""
+def validate_batches(config: ProjectConfig, batches: dict[str, Batch]) -> dict[str, ValidationReport]:
+    """Run each table's suite on its batch, in parallel."""
     expectations = config.path(config.expectations_dir)
     futures = {}
     for label, batch in batches.items():
@@ -160,19 +160,24 @@ def validate_batches(
         key="validation-summary",
         description="Great Expectations result per batch",
     )
+    return reports
+
+
+def reject_failed(stores: Stores, batches: dict[str, Batch], reports: dict[str, ValidationReport]) -> None:
+    """Quarantine every batch that failed its suite, then stop the flow naming each failure."""
     failed = {label: r for label, r in reports.items() if not r.success}
-    if failed:
-        messages = []
-        for label, report in failed.items():
-            uri = quarantine_failed(stores, batches[label].snapshot, report)
-            messages.append(f"{report.summary()}\n  quarantined at {uri}")
-            create_table_artifact(
-                report.rows_for_table(),
-                key=f"failed-{artifact_key(report.batch)}",
-                description=report.summary().splitlines()[0],
-            )
-        raise BadBatchError("validation failed, nothing was trained:\n" + "\n".join(messages))
-    return list(reports.values())
+    if not failed:
+        return
+    messages = []
+    for label, report in failed.items():
+        uri = quarantine_failed(stores, batches[label].snapshot, report)
+        messages.append(f"{report.summary()}\n  quarantined at {uri}")
+        create_table_artifact(
+            report.rows_for_table(),
+            key=f"failed-{artifact_key(report.batch)}",
+            description=report.summary().splitlines()[0],
+        )
+    raise BadBatchError("validation failed, nothing was trained:\n" + "\n".join(messages))
 
 
 def quarantine_failed(stores: Stores, snapshot: Snapshot, report: ValidationReport) -> str:
@@ -225,14 +230,29 @@ def train_candidates(config: ProjectConfig, split: Split) -> tuple[list[Candidat
 
 
 def record_inputs(tracker: Tracker, batches: dict[str, Batch], holdout: list[str]) -> None:
+    """Each snapshot as an MLflow dataset, and the full list (source URI, hash, size, rows)
+    as an artifact: MLflow keeps one dataset per name and digest, so the artifact is what
+    says where this run's bytes came from."""
+    inputs = []
     for label, batch in batches.items():
         if batch.snapshot.period is None:
             context = "dimension"
         else:
             context = "holdout" if label in holdout else "training"
-        tracker.log_dataset(
-            batch.frame, batch.name.split("@")[0], batch.snapshot.source_uri, batch.snapshot.sha256, context
-        )
+        name = batch.name.split("@")[0]
+        tracker.log_dataset(batch.frame, name, batch.snapshot.source_uri, batch.snapshot.sha256, context)
+        inputs.append({"name": name, "context": context, **asdict(batch.snapshot)})
+    tracker.log_json(inputs, "lineage/inputs.json")
+
+
+def record_validation(tracker: Tracker, reports: list[ValidationReport]) -> None:
+    """Each result as JSON, all of them as one GX Data Docs site, and a pass/fail tag."""
+    for report in reports:
+        tracker.log_json(report.result, f"validation/{artifact_key(report.batch)}.json")
+    with tempfile.TemporaryDirectory() as site:
+        if any(render_data_docs(report, Path(site)) for report in reports):
+            tracker.log_dir(Path(site), "validation/data_docs")
+    tracker.set_tags({"validation": "passed" if all(r.success for r in reports) else "failed"})
 
 
 def record_candidates(
@@ -357,18 +377,16 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
         record_inputs(tracker, batches, periods[-config.split.holdout_periods :])
         logger.info("ingested %s", ", ".join(f"{b.name} ({b.snapshot.rows} rows)" for b in batches.values()))
 
-        try:
-            reports = validate_batches(config, stores, batches)
-        except BadBatchError:
-            tracker.set_tags({"validation": "failed"})
-            raise
-        tracker.set_tags({"validation": "passed"})
+        reports = validate_batches(config, batches)
+        record_validation(tracker, list(reports.values()))
+        reject_failed(stores, batches, reports)
+
         fingerprint = fingerprint_inputs(
             config.fingerprint, *sorted(b.snapshot.sha256 for b in batches.values())
         )
         training, split, training_report = prepare_split(config, batches, periods, fingerprint)
-        for report in [*reports, *([training_report] if training_report else [])]:
-            tracker.log_json(report.result, f"validation/{artifact_key(report.batch)}.json")
+        if training_report:
+            tracker.log_json(training_report.result, "validation/training-frame.json")
         tracker.log_params(
             {
                 "train_rows": len(split.X_train),

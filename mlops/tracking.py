@@ -137,6 +137,11 @@ class Tracker:
 
         mlflow.log_artifact(str(path), artifact_dir)
 
+    def log_dir(self, path: Path, artifact_dir: str) -> None:
+        import mlflow
+
+        mlflow.log_artifacts(str(path), artifact_dir)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         import mlflow
 

@@ -307,6 +307,9 @@ def render_data_docs(report: ValidationReport, out_dir: Path) -> Path | None:
             # the shared context lives as long as the process: leave nothing behind in it
             context.validation_results_store.remove_key(key)
             context.delete_data_docs_site(site)
+    # GX ships 3 MB of tutorial animations that no validation page shows.
+    for gif in (out_dir / "static" / "images").glob("*.gif"):
+        gif.unlink()
     page = next((u["site_url"] for u in urls if u.get("site_url")), None)
     if not page:
         return None

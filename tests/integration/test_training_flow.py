@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow.artifacts
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -82,6 +83,9 @@ def test_registers_a_challenger_with_metrics_signature_and_lineage(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
     )
     assert {c.data.tags["candidate"] for c in children} == {c.name for c in stack_config.training.candidates}
+    validation = {a.path for a in client.list_artifacts(run.info.run_id, "validation")}
+    assert "validation/data_docs" in validation  # GX's own HTML, beside one JSON result per batch
+    assert any(p.startswith("validation/flights-2013-06") and p.endswith(".json") for p in validation)
     plots = {a.path for a in client.list_artifacts(children[0].info.run_id, "plots")}
     assert "plots/roc_curve.png" in plots and "plots/permutation_importance.png" in plots
 
@@ -188,3 +192,35 @@ def test_out_of_range_month_fails_validation_and_is_quarantined(
         f"flights/{sha256_bytes(sampled_landing.read_bytes('flights/2013-01.parquet'))}.parquet"
     )
     assert list((tmp_path / "quarantine" / "flights" / "2013-03").rglob("*.parquet"))
+
+
+def test_landing_zone_on_s3(
+    first_run: TrainingOutcome,
+    stack_config: ProjectConfig,
+    sampled_landing: Store,
+    moto_s3: str,
+    tmp_path: Path,
+) -> None:
+    """The same months, dropped in an S3 bucket (a moto server over HTTP) instead of a folder."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1").create_bucket(Bucket="upstream")
+    s3 = stack_config.data.s3.model_copy(update={"endpoint_url": moto_s3})
+    bucket = open_store("s3://upstream/drops", s3)
+    for key in sampled_landing.list():
+        bucket.write_bytes(key, sampled_landing.read_bytes(key))
+    data = stack_config.data.model_copy(
+        update={"landing_uri": "s3://upstream/drops", "s3": s3, "snapshot_uri": str(tmp_path / "snapshots")}
+    )
+    config_path = save_config(stack_config.model_copy(update={"data": data}), tmp_path / "s3.yaml")
+
+    outcome = training_pipeline(TrainingRequest(start="2013-01", end="2013-06", config_path=str(config_path)))
+
+    # Same bytes, same config: the same model version, found rather than registered again.
+    assert outcome.model_version == first_run.model_version and outcome.reused
+    run = MlflowClient(stack_config.stack.tracking_uri).get_run(outcome.mlflow_run_url.rsplit("/", 1)[-1])
+    inputs = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/lineage/inputs.json")
+    by_name = {i["name"]: i for i in inputs}
+    assert by_name["flights/2013-04"]["source_uri"] == "s3://upstream/drops/flights/2013-04.parquet"
+    assert by_name["flights/2013-04"]["sha256"] == sha256_bytes(bucket.read_bytes("flights/2013-04.parquet"))
+    assert (tmp_path / "snapshots" / "flights").is_dir()
