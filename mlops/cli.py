@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -185,20 +186,19 @@ def train(
         from flows.training import TrainingRequest, training_pipeline
     except ImportError as exc:
         raise fail(f"the training flow cannot be imported ({exc}): is the project installed?") from None
+    from mlops.progress import run_with_progress
+
     quiet_user_error_tracebacks()  # after the import above: Prefect configures logging then
+    request = TrainingRequest(start=start, end=end, config_path=str(Path(ctx.obj).resolve()))
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the summary has the links
     with client_settings(config):
-        result = training_pipeline(
-            TrainingRequest(start=start, end=end, config_path=str(Path(ctx.obj).resolve()))
-        )
-    for label, attr in [
-        ("Prefect run", "prefect_run_url"),
-        ("MLflow run", "mlflow_run_url"),
-        ("model", "model_name"),
-        ("version", "model_version"),
-    ]:
-        value = getattr(result, attr, None)
-        if value is not None:
-            console.print(f"{label + ':':<13}{value}")
+        outcome = run_with_progress("training-pipeline", lambda: training_pipeline(request), console)
+    reused = " (already registered for this data and config)" if outcome.reused else ""
+    console.print(f"[bold green]registered[/] {outcome.model_name} version {outcome.model_version}{reused}")
+    console.print(f"  holdout ROC-AUC  {outcome.metrics['holdout_roc_auc']:.4f}")
+    console.print(f"  Prefect run      {outcome.prefect_run_url}")
+    console.print(f"  MLflow run       {outcome.mlflow_run_url}")
+    console.print(f"  model version    {outcome.model_version_url}")
 
 
 if __name__ == "__main__":

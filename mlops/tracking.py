@@ -125,7 +125,7 @@ class Tracker:
             warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
             warnings.filterwarnings("ignore", message=".*multiple ways", category=UserWarning)
             dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:16])
-        mlflow.log_input(dataset, context=context)
+            mlflow.log_input(dataset, context=context)
 
     def log_json(self, payload: Any, artifact_file: str) -> None:
         import mlflow
