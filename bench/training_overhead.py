@@ -30,7 +30,6 @@ def bare_pipeline(config_path: str, start: str, end: str) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     import skops.io as sio
-    from threadpoolctl import threadpool_limits
 
     from mlops.config import load_config, period_range
     from mlops.storage import open_store
@@ -74,10 +73,12 @@ def bare_pipeline(config_path: str, start: str, end: str) -> dict:
         suite = load_suite_json(config.path(config.expectations_dir), config.features.training_suite)
         assert validate_frame(training.frame, suite, "training").success
     split = time_split(training, config.features, config.target.label, config.split.holdout_periods)
-    with threadpool_limits(limits=1, user_api="openmp"), ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(2) as pool:
         results = list(
             pool.map(
-                lambda c: fit_and_evaluate(c, split, config.features, config.training, config.split.cv_folds),
+                lambda c: fit_and_evaluate(
+                    c, split, config.features, config.training, config.split.cv_folds, 1
+                ),
                 config.training.candidates,
             )
         )

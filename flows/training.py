@@ -20,7 +20,6 @@ from prefect.context import TaskRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
-from threadpoolctl import threadpool_limits
 
 from mlops.config import ProjectConfig, load_config, period_range
 from mlops.errors import BadBatchError
@@ -216,12 +215,11 @@ def train_candidates(config: ProjectConfig, split: Split) -> tuple[list[Candidat
     """Fit every candidate in parallel; pick the best, or fail if none beats the baselines."""
     # Parallelism comes from running candidates side by side; OpenMP threads inside each
     # fit would fight over the same cores (9x slower for small fits on 2 cores, measured).
-    with threadpool_limits(limits=1, user_api="openmp"):
-        futures = [
-            train.submit(c, split, config.features, config.training, config.split.cv_folds)
-            for c in config.training.candidates
-        ]
-        results = [f.result() for f in futures]
+    futures = [
+        train.submit(c, split, config.features, config.training, config.split.cv_folds, openmp_threads=1)
+        for c in config.training.candidates
+    ]
+    results = [f.result() for f in futures]
     best = select_best(results, config.training.metric, config.training.min_gain_over_baseline)
     return results, best
 

@@ -8,6 +8,7 @@ every class that can end up in a model is one that skops is told to trust.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import RandomizedSearchCV, TimeSeriesSplit, cross_val_score
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from mlops.config import CandidateConfig, Distribution, FeaturesConfig, TrainingConfig
 from mlops.errors import TrainingError
@@ -197,20 +199,27 @@ def fit_and_evaluate(
     features: FeaturesConfig,
     training: TrainingConfig,
     cv_folds: int,
+    openmp_threads: int | None = None,
 ) -> CandidateResult:
-    """Fit one candidate on the (optionally subsampled) train split and score it on the holdout."""
-    X, y = subsample_rows(split.X_train, split.y_train, training.max_train_rows, training.seed)
-    result = fit_candidate(candidate, features, X, y, cv_folds, training.metric, training.seed)
-    result.evaluation = evaluate_model(
-        candidate.name,
-        result.pipeline,
-        split.X_holdout,
-        split.y_holdout,
-        training.threshold,
-        training.importance_rows,
-        training.importance_repeats,
-        training.seed,
-    )
+    """Fit one candidate on the (optionally subsampled) train split and score it on the holdout.
+
+    `openmp_threads` caps the OpenMP threads of this fit. OpenMP limits are per thread, so
+    the cap must be set here, in the thread that fits; one thread also makes the fit
+    bit-for-bit reproducible."""
+    limit = threadpool_limits(limits=openmp_threads, user_api="openmp") if openmp_threads else nullcontext()
+    with limit:
+        X, y = subsample_rows(split.X_train, split.y_train, training.max_train_rows, training.seed)
+        result = fit_candidate(candidate, features, X, y, cv_folds, training.metric, training.seed)
+        result.evaluation = evaluate_model(
+            candidate.name,
+            result.pipeline,
+            split.X_holdout,
+            split.y_holdout,
+            training.threshold,
+            training.importance_rows,
+            training.importance_repeats,
+            training.seed,
+        )
     return result
 
 
@@ -221,5 +230,6 @@ def train_candidate(
     features: FeaturesConfig,
     training: TrainingConfig,
     cv_folds: int,
+    openmp_threads: int | None = None,
 ) -> CandidateResult:
-    return fit_and_evaluate(candidate, split, features, training, cv_folds)
+    return fit_and_evaluate(candidate, split, features, training, cv_folds, openmp_threads)
