@@ -1,0 +1,692 @@
+"""The `promotion` flow: a challenger earns the `champion` alias by passing gates on the
+newest labelled month that neither model saw; the `rollback` flow takes it back.
+
+Read `promotion` at the bottom first. One run: resolve the versions → (lock) read the
+champion, load the evaluation month through the training code, score both models from the
+registry, run gates 1-5 → optionally pause for a human (gate 6, lock released) → (lock)
+compare-and-set the aliases → record the decision in MLflow (version tags and a run with
+`promotion/decision.json`) and in Prefect (table and markdown artifacts, an event).
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from prefect import flow, get_run_logger, runtime
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.events import emit_event
+from prefect.exceptions import FlowPauseTimeout, ObjectAlreadyExists, ObjectNotFound
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.states import Running
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field
+
+from flows.training import (
+    Stores,
+    features,
+    ingest_batches,
+    prefect_run_url,
+    reject_failed,
+    validate_batches,
+)
+from mlops.config import ProjectConfig, load_config, period_range
+from mlops.errors import PromotionError
+from mlops.tracking import CHALLENGER, ModelVersionInfo, Tracker
+from tasks.features import fingerprint_inputs
+from tasks.gates import (
+    ApprovalAnswer,
+    AucComparison,
+    GateResult,
+    ModelProbe,
+    ProbeResult,
+    SliceRow,
+    approval_gate,
+    champion_gates,
+    compare_slices,
+    compare_with_champion,
+    data_gate,
+    default_eval_period,
+    operational_gates,
+    probe_operational,
+    quality_gates,
+    require_both_classes,
+    require_unseen,
+    score_version,
+    skip,
+    verdict,
+)
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+PROBE_ROWS = 500  # eval rows handed to the operational probe (repeated up to its batch size)
+TAG_LIMIT = 5000  # MLflow's longest model version tag value
+
+
+class PromotionRequest(BaseModel):
+    """What to judge. Prefect renders this as the run form in its UI."""
+
+    config_path: str = Field("mlops.yaml", description="Project config file")
+    eval_period: str | None = Field(
+        None,
+        description="YYYY-MM of the newest labelled month neither model trained on;"
+        " empty: the month after the challenger's last training month",
+    )
+    challenger_version: str | None = Field(
+        None, description="Model version to judge; empty: the version with alias `challenger`"
+    )
+    require_approval: bool | None = Field(
+        None, description="Pause for a human decision once the automated gates pass; empty: the config"
+    )
+
+
+class ApprovalInput(RunInput):
+    """The form the Prefect UI shows on a paused promotion run."""
+
+    approve: bool = Field(False, description="Promote this version to champion")
+    reviewer: str = Field(..., min_length=1, description="Who decides")
+    comment: str = Field("", description="Why")
+
+
+@dataclass
+class PromotionDecision:
+    promoted: bool
+    challenger_version: str
+    champion_version: str | None  # the champion after the decision
+    previous_version: str | None  # the version with alias `previous` after the decision
+    gates: list[GateResult]
+    reasons: list[str]
+    approved_by: str | None = None
+    approval_comment: str | None = None
+    model_name: str = ""
+    compared_with: str | None = None  # the champion the challenger was measured against
+    eval_period: str | None = None
+    eval_rows: int = 0
+    started_at: str = ""
+    decided_at: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+    mlflow_run_id: str = ""
+    mlflow_run_url: str = ""
+    prefect_run_url: str = ""
+
+
+@dataclass
+class Evaluation:
+    """Gates 1-5 for one challenger against the champion of the moment."""
+
+    challenger: ModelVersionInfo
+    champion: ModelVersionInfo | None
+    eval_period: str | None
+    rows: int = 0
+    gates: list[GateResult] = field(default_factory=list)
+    slices: list[SliceRow] = field(default_factory=list)
+    comparison: AucComparison | None = None
+    probe: ProbeResult | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    blocked: str | None = None  # why nothing was evaluated (the challenger is the champion)
+
+    @property
+    def champion_version(self) -> str | None:
+        return self.champion.version if self.champion else None
+
+    @property
+    def passed(self) -> bool:
+        return self.blocked is None and verdict(self.gates)[0]
+
+
+@dataclass
+class RollbackOutcome:
+    model_name: str
+    rolled_back_version: str
+    champion_version: str
+    reason: str
+    requested_by: str
+    mlflow_run_url: str
+    prefect_run_url: str
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# -- serialisation: one Prefect global concurrency limit per model ------------------------
+
+
+def lock_name(config: ProjectConfig) -> str:
+    return f"promotion-{config.registry.model_name}"
+
+
+def ensure_lock(name: str) -> None:
+    """Create the limit (one slot) if missing: `concurrency()` does not wait on a limit that
+    does not exist, and a widened or disabled limit would let two promotions overlap."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                return
+            except ObjectAlreadyExists:  # another run created it a moment ago
+                limit = client.read_global_concurrency_limit_by_name(name)
+        if limit.limit != 1 or not limit.active:
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+
+
+@contextmanager
+def hold_lock(name: str, timeout_seconds: float) -> Iterator[None]:
+    """Hold the model's promotion slot; strict: a missing limit is an error, never a free pass."""
+    stack = ExitStack()
+    try:
+        stack.enter_context(concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True))
+    except TimeoutError:
+        raise PromotionError(
+            f"another promotion or rollback held the lock {name!r} for over {timeout_seconds:.0f} s:"
+            " wait for it (see the Prefect UI) or raise promotion.lock_timeout_seconds"
+        ) from None
+    with stack:
+        yield
+
+
+# -- evaluation: gates 1-5 ----------------------------------------------------------------
+
+
+def resolve_challenger(tracker: Tracker, model_name: str, requested: str | None) -> ModelVersionInfo:
+    version = requested or tracker.aliases(model_name).get(CHALLENGER)
+    if version is None:
+        raise PromotionError(
+            f"model {model_name!r} has no version with alias {CHALLENGER!r}: train one (`mlops train`)"
+            " or pass challenger_version"
+        )
+    info = tracker.model_version(model_name, version)
+    if info is None:
+        raise PromotionError(f"model {model_name!r} has no version {version!r}")
+    return info
+
+
+def load_eval_data(config: ProjectConfig, period: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The labelled rows of one month, through the training code: snapshot, validate (and
+    quarantine a bad batch), join the dimension tables, derive features and label."""
+    stores = Stores.from_config(config)
+    batches = ingest_batches(config, stores, [period])
+    reject_failed(stores, batches, validate_batches(config, batches))
+    fingerprint = fingerprint_inputs(config.fingerprint, *sorted(b.snapshot.sha256 for b in batches.values()))
+    dims = {label: b.frame for label, b in batches.items() if b.snapshot.period is None}
+    labelled = features.submit({period: batches[period].frame}, dims, config, fingerprint).result()
+    y = labelled.frame[config.target.label].to_numpy()
+    require_both_classes(y, f"evaluation month {period}")
+    return labelled.frame[config.features.columns], y
+
+
+def evaluate(
+    config: ProjectConfig, tracker: Tracker, challenger: ModelVersionInfo, eval_period: str | None
+) -> Evaluation:
+    """Read the champion of the moment and run gates 1-5 against it."""
+    name = config.registry.model_name
+    champion_version = tracker.aliases(name).get(CHAMPION)
+    champion = tracker.model_version(name, champion_version) if champion_version else None
+    if champion_version == challenger.version:
+        return Evaluation(
+            challenger, champion, eval_period, blocked=f"v{challenger.version} is already the champion"
+        )
+    assert eval_period is not None
+    require_unseen(
+        eval_period,
+        {v.version: v.tags.get("periods") for v in (challenger, champion) if v is not None},
+    )
+    # Loads while the data is prepared and the models score; times the model once they are done.
+    probe = ModelProbe(
+        f"models:/{name}/{challenger.version}", config.promotion.operational, tracker.tracking_uri
+    )
+    try:
+        return run_gates(config, tracker, challenger, champion, eval_period, probe)
+    finally:
+        probe.close()
+
+
+def run_gates(
+    config: ProjectConfig,
+    tracker: Tracker,
+    challenger: ModelVersionInfo,
+    champion: ModelVersionInfo | None,
+    eval_period: str,
+    probe: ModelProbe,
+) -> Evaluation:
+    name = config.registry.model_name
+    settings = config.promotion
+    champion_version = champion.version if champion else None
+    seconds: dict[str, float] = {}
+    gates = [data_gate(challenger.tags.get("validation"))]
+
+    started = time.perf_counter()
+    X, y = load_eval_data(config, eval_period)
+    seconds["load_eval_data"] = time.perf_counter() - started
+    get_run_logger().info(
+        "evaluating v%s against %s on %d rows of %s",
+        challenger.version,
+        f"champion v{champion_version}" if champion else "no champion",
+        len(y),
+        eval_period,
+    )
+
+    started = time.perf_counter()
+    scored = {
+        challenger.version: score_version.submit(
+            tracker.load_model(name, challenger.version), X, challenger.version
+        )
+    }
+    if champion is not None:
+        scored[champion.version] = score_version.submit(
+            tracker.load_model(name, champion.version), X, champion.version
+        )
+    challenger_proba = scored[challenger.version].result()
+    champion_proba = scored[champion.version].result() if champion is not None else None
+    seconds["load_and_score_models"] = time.perf_counter() - started
+    gates += quality_gates(y, challenger_proba, settings.quality)
+
+    comparison = None
+    if champion_proba is not None:
+        comparison = compare_with_champion.submit(
+            y, challenger_proba, champion_proba, settings.champion, settings.seed
+        ).result()
+        seconds["bootstrap"] = comparison.seconds
+    gates += champion_gates(comparison, settings.champion, champion_version)
+
+    slice_results, slice_rows = compare_slices.submit(
+        X, y, challenger_proba, champion_proba, settings.slices, champion_version
+    ).result()
+    gates += slice_results
+
+    # Timed alone, after the scoring: beside other work it would measure the contention.
+    started = time.perf_counter()
+    measured = probe_operational.submit(probe, X.head(PROBE_ROWS)).result()
+    seconds["operational_probe"] = time.perf_counter() - started  # its loading overlapped the above
+    gates += operational_gates(measured, settings.operational)
+    return Evaluation(
+        challenger, champion, eval_period, len(y), gates, slice_rows, comparison, measured, seconds
+    )
+
+
+# -- gate 6: approval ---------------------------------------------------------------------
+
+
+def ask_for_approval(report: str, timeout_seconds: int, poll_seconds: int) -> ApprovalAnswer | None:
+    """Pause until someone answers the form in the Prefect UI (or the API); None on timeout."""
+    logger = get_run_logger()
+    logger.info("waiting up to %d s for approval in the Prefect UI", timeout_seconds)
+    try:
+        answer = pause_flow_run(
+            wait_for_input=ApprovalInput.with_initial_data(description=report, approve=False),
+            timeout=timeout_seconds,
+            poll_interval=poll_seconds,
+            key="approval",
+        )
+    except FlowPauseTimeout:
+        reopen_after_timeout()
+        return None
+    return ApprovalAnswer(answer.approve, answer.reviewer, answer.comment, now())
+
+
+def approval_result(
+    required: bool, evaluation: Evaluation, answer: ApprovalAnswer | None, timeout_seconds: int
+) -> GateResult:
+    if required and evaluation.blocked:
+        return skip("approval", f"not asked: {evaluation.blocked}")
+    return approval_gate(required, evaluation.passed, answer, timeout_seconds)
+
+
+def reopen_after_timeout() -> None:
+    """The server refuses every move out of an expired pause, so the run could not record its
+    rejection or finish; put it back to Running, unless someone cancelled it meanwhile."""
+    run_id = runtime.flow_run.id
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+        if state is not None and state.is_paused():
+            client.set_flow_run_state(run_id, Running(message="approval timed out: rejected"), force=True)
+
+
+# -- decision: compare-and-set on the aliases ---------------------------------------------
+
+
+def decide(
+    config: ProjectConfig,
+    tracker: Tracker,
+    evaluation: Evaluation,
+    approval: GateResult,
+    answer: ApprovalAnswer | None,
+    started_at: str,
+) -> PromotionDecision:
+    """Move the aliases if every gate passed and the champion is still the one compared with."""
+    name = config.registry.model_name
+    challenger = evaluation.challenger.version
+    gates = [*evaluation.gates, approval]
+    if evaluation.blocked:
+        promoted, reasons = False, [evaluation.blocked]
+    else:
+        promoted, reasons = verdict(gates)
+    aliases = tracker.aliases(name)
+    if promoted and aliases.get(CHAMPION) != evaluation.champion_version:
+        promoted = False
+        reasons = [
+            f"the champion moved from {_v(evaluation.champion_version)} to {_v(aliases.get(CHAMPION))}"
+            " while this run compared (another promotion or a rollback): run the gates again"
+        ]
+    if promoted:
+        tracker.set_alias(name, CHAMPION, challenger)
+        if evaluation.champion_version is not None:
+            tracker.set_alias(name, PREVIOUS, evaluation.champion_version)
+        aliases = tracker.aliases(name)
+    return PromotionDecision(
+        promoted=promoted,
+        challenger_version=challenger,
+        champion_version=aliases.get(CHAMPION),
+        previous_version=aliases.get(PREVIOUS),
+        gates=gates,
+        reasons=reasons,
+        approved_by=answer.reviewer if answer and answer.approve else None,
+        approval_comment=answer.comment if answer else None,
+        model_name=name,
+        compared_with=evaluation.champion_version,
+        eval_period=evaluation.eval_period,
+        eval_rows=evaluation.rows,
+        started_at=started_at,
+        decided_at=now(),
+        seconds={k: round(v, 3) for k, v in evaluation.seconds.items()},
+        prefect_run_url=prefect_run_url(config),
+    )
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
+
+
+# -- recording ----------------------------------------------------------------------------
+
+
+def decision_tags(decision: PromotionDecision, answer: ApprovalAnswer | None) -> dict[str, str]:
+    tags = {
+        "promotion": "promoted" if decision.promoted else "rejected",
+        "promotion.decided_at": decision.decided_at,
+        "promotion.reasons": "; ".join(decision.reasons),
+        "promotion.compared_with": decision.compared_with or "none",
+        "promotion.eval_period": decision.eval_period or "",
+        "promotion.eval_rows": str(decision.eval_rows),
+        "promotion.mlflow_run_id": decision.mlflow_run_id,
+        "promotion.prefect_flow_run_url": decision.prefect_run_url,
+    }
+    if answer is not None:
+        tags |= {
+            "promotion.reviewer": answer.reviewer,
+            "promotion.approved": str(answer.approve).lower(),
+            "promotion.approval_comment": answer.comment,
+            "promotion.answered_at": answer.answered_at,
+        }
+    tags |= {f"promotion.gate.{g.name}": g.summary() for g in decision.gates}
+    return {k: v[:TAG_LIMIT] for k, v in tags.items()}
+
+
+def decision_document(
+    decision: PromotionDecision, evaluation: Evaluation, answer: ApprovalAnswer | None, config: ProjectConfig
+) -> dict:
+    return {
+        **asdict(decision),
+        "approval": asdict(answer) if answer else None,
+        "slices": [asdict(row) for row in evaluation.slices],
+        "bootstrap": asdict(evaluation.comparison) if evaluation.comparison else None,
+        "probe": asdict(evaluation.probe) if evaluation.probe else None,
+        "thresholds": config.promotion.model_dump(mode="json"),
+    }
+
+
+def decision_metrics(evaluation: Evaluation) -> dict[str, float]:
+    metrics = {f"gate_{g.name.replace('.', '_')}": g.value for g in evaluation.gates if g.value is not None}
+    if evaluation.comparison:
+        c = evaluation.comparison
+        metrics |= {"challenger_roc_auc": c.challenger_auc, "champion_roc_auc": c.champion_auc}
+    metrics |= {f"seconds_{k}": v for k, v in evaluation.seconds.items()}
+    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+
+
+def record(
+    config: ProjectConfig,
+    tracker: Tracker,
+    decision: PromotionDecision,
+    evaluation: Evaluation,
+    answer: ApprovalAnswer | None,
+) -> None:
+    """The decision as an MLflow run (JSON artifact) and version tags, then in Prefect."""
+    name = decision.model_name
+    verdict_word = "promoted" if decision.promoted else "rejected"
+    decision.mlflow_run_id = tracker.record_run(
+        f"promotion v{decision.challenger_version} ({verdict_word})",
+        tags={
+            "pipeline": "promotion",
+            "model_name": name,
+            "challenger_version": decision.challenger_version,
+            "compared_with": decision.compared_with or "none",
+            "promotion": verdict_word,
+            "prefect_flow_run_url": decision.prefect_run_url,
+            "prefect_flow_run_id": str(runtime.flow_run.id or ""),
+        },
+        params={"eval_period": decision.eval_period, "eval_rows": decision.eval_rows},
+        metrics=decision_metrics(evaluation),
+        documents={"promotion/decision.json": decision_document(decision, evaluation, answer, config)},
+    )
+    decision.mlflow_run_url = tracker.run_url(decision.mlflow_run_id)
+    # A run that found its challenger already promoted leaves that version's record alone.
+    if evaluation.blocked is None:
+        tracker.set_version_tags(name, decision.challenger_version, decision_tags(decision, answer))
+    if decision.promoted and decision.compared_with:
+        tracker.set_version_tags(
+            name,
+            decision.compared_with,
+            {
+                "promotion.replaced_by": decision.challenger_version,
+                "promotion.replaced_at": decision.decided_at,
+            },
+        )
+    create_table_artifact(
+        [g.as_row() for g in decision.gates], key="promotion-gates", description=f"Gates: {verdict_word}"
+    )
+    if evaluation.slices:
+        create_table_artifact(
+            [asdict(r) for r in evaluation.slices], key="promotion-slices", description="ROC-AUC per slice"
+        )
+    create_markdown_artifact(
+        decision_markdown(decision, tracker), key="promotion-decision", description=f"{name}: {verdict_word}"
+    )
+    emit_event(
+        event=f"mlops.model.{'promoted' if decision.promoted else 'promotion-rejected'}",
+        resource={
+            "prefect.resource.id": f"mlflow.model-version.{name}.{decision.challenger_version}",
+            "prefect.resource.name": f"{name} v{decision.challenger_version}",
+        },
+        payload={
+            "champion_version": decision.champion_version,
+            "previous_version": decision.previous_version,
+            "reasons": decision.reasons,
+            "mlflow_run_url": decision.mlflow_run_url,
+        },
+    )
+
+
+def gates_markdown(gates: list[GateResult]) -> str:
+    lines = ["| gate | status | value | threshold | detail |", "|---|---|---|---|---|"]
+    for g in gates:
+        row = g.as_row()
+        value = "" if row["value"] is None else f"{row['value']:.4g}"
+        status = row["status"] if g.passed or g.skipped else f"**{row['status'].upper()}**"
+        detail = str(row["detail"]).replace("|", "/")
+        lines.append(f"| {g.name} | {status} | {value} | {row['threshold']} | {detail} |")
+    return "\n".join(lines)
+
+
+def evaluation_markdown(evaluation: Evaluation, name: str) -> str:
+    """What a reviewer reads on the approval form."""
+    return (
+        f"## Promote {name} v{evaluation.challenger.version} over champion"
+        f" {_v(evaluation.champion_version)}?\n\n"
+        f"Evaluated on {evaluation.rows} labelled rows of {evaluation.eval_period}; all automated"
+        f" gates passed.\n\n{gates_markdown(evaluation.gates)}\n"
+    )
+
+
+def decision_markdown(decision: PromotionDecision, tracker: Tracker) -> str:
+    name = decision.model_name
+    verb = "PROMOTED" if decision.promoted else "REJECTED"
+    approval = f"Approved by **{decision.approved_by}**. " if decision.approved_by else ""
+    return (
+        f"## {name} v{decision.challenger_version}: {verb}\n\n"
+        f"Compared with champion {_v(decision.compared_with)} on {decision.eval_rows} rows of"
+        f" {decision.eval_period}. Now: champion {_v(decision.champion_version)},"
+        f" previous {_v(decision.previous_version)}. {approval}\n\n"
+        + "\n".join(f"- {r}" for r in decision.reasons)
+        + f"\n\n{gates_markdown(decision.gates)}\n\n"
+        f"[MLflow decision run]({decision.mlflow_run_url}) ·"
+        f" [model version]({tracker.version_url(name, decision.challenger_version)})"
+    )
+
+
+# -- the flows ----------------------------------------------------------------------------
+
+
+@flow(name="promotion", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def promotion(request: PromotionRequest = PromotionRequest()) -> PromotionDecision:  # noqa: B008
+    started_at, started = now(), time.perf_counter()
+    logger = get_run_logger()
+    config = load_config(request.config_path)
+    settings = config.promotion
+    tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)  # fails fast if down
+    name = config.registry.model_name
+    challenger = resolve_challenger(tracker, name, request.challenger_version)
+    eval_period = request.eval_period or default_eval_period(
+        challenger.version, challenger.tags.get("periods")
+    )
+    period_range(eval_period, eval_period)  # a malformed month fails here, naming itself
+    require_approval = (
+        settings.approval.required if request.require_approval is None else request.require_approval
+    )
+    lock = lock_name(config)
+    ensure_lock(lock)
+
+    answer: ApprovalAnswer | None = None
+    if require_approval:
+        # The lock is not held while a human decides; the compare-and-set in `decide`
+        # catches a champion that moved meanwhile.
+        with hold_lock(lock, settings.lock_timeout_seconds):
+            evaluation = evaluate(config, tracker, challenger, eval_period)
+        if evaluation.passed:
+            create_table_artifact(
+                [g.as_row() for g in evaluation.gates],
+                key="promotion-gates",
+                description="Automated gates passed: waiting for approval",
+            )
+            waited = time.perf_counter()
+            answer = ask_for_approval(
+                evaluation_markdown(evaluation, name),
+                settings.approval.timeout_seconds,
+                settings.approval.poll_seconds,
+            )
+            evaluation.seconds["approval_wait"] = time.perf_counter() - waited
+        approval = approval_result(True, evaluation, answer, settings.approval.timeout_seconds)
+        with hold_lock(lock, settings.lock_timeout_seconds):
+            decision = decide(config, tracker, evaluation, approval, answer, started_at)
+    else:
+        with hold_lock(lock, settings.lock_timeout_seconds):
+            evaluation = evaluate(config, tracker, challenger, eval_period)
+            approval = approval_result(False, evaluation, None, settings.approval.timeout_seconds)
+            decision = decide(config, tracker, evaluation, approval, None, started_at)
+
+    decision.seconds["total"] = round(time.perf_counter() - started, 3)
+    evaluation.seconds["total"] = decision.seconds["total"]
+    record(config, tracker, decision, evaluation, answer)
+    logger.info(
+        "%s v%s: %s (%s)",
+        name,
+        decision.challenger_version,
+        "promoted" if decision.promoted else "rejected",
+        "; ".join(decision.reasons),
+    )
+    return decision
+
+
+@flow(name="rollback")
+def rollback(
+    config_path: str = "mlops.yaml", reason: str = "", requested_by: str | None = None
+) -> RollbackOutcome:
+    """Move `champion` back to `previous`; the version rolled back from keeps the record why."""
+    if not reason.strip():
+        raise PromotionError("a rollback needs a reason (--reason TEXT): it is recorded on both versions")
+    config = load_config(config_path)
+    tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)
+    name = config.registry.model_name
+    who = requested_by or getpass.getuser()
+    lock = lock_name(config)
+    ensure_lock(lock)
+    with hold_lock(lock, config.promotion.lock_timeout_seconds):
+        aliases = tracker.aliases(name)
+        current, previous = aliases.get(CHAMPION), aliases.get(PREVIOUS)
+        if current is None:
+            raise PromotionError(f"model {name!r} has no champion: nothing to roll back")
+        if previous is None:
+            raise PromotionError(
+                f"model {name!r} has no version with alias {PREVIOUS!r} to roll back to (champion is"
+                f" v{current}): promote a version with `mlops promote` instead"
+            )
+        tracker.set_alias(name, CHAMPION, previous)
+        # `previous` would now name the version just rolled back from: a second rollback must
+        # not bring it back, so the alias goes.
+        tracker.delete_alias(name, PREVIOUS)
+    at = now()
+    run_url = prefect_run_url(config)
+    run_id = tracker.record_run(
+        f"rollback v{current} -> v{previous}",
+        tags={"pipeline": "rollback", "model_name": name, "prefect_flow_run_url": run_url},
+        params={"from_version": current, "to_version": previous, "reason": reason, "requested_by": who},
+        metrics={},
+        documents={
+            "rollback/decision.json": {
+                "model_name": name,
+                "from_version": current,
+                "to_version": previous,
+                "reason": reason,
+                "requested_by": who,
+                "at": at,
+                "prefect_run_url": run_url,
+            }
+        },
+    )
+    common = {
+        "rollback.reason": reason[:TAG_LIMIT],
+        "rollback.by": who,
+        "rollback.at": at,
+        "rollback.mlflow_run_id": run_id,
+    }
+    tracker.set_version_tags(name, current, {"promotion": "rolled_back", "rollback.to": previous, **common})
+    tracker.set_version_tags(name, previous, {"rollback.restored_from": current, **common})
+    outcome = RollbackOutcome(name, current, previous, reason, who, tracker.run_url(run_id), run_url)
+    create_markdown_artifact(
+        f"## {name}: champion rolled back from v{current} to v{previous}\n\n"
+        f"By {who} at {at}: {reason}\n\n[MLflow run]({outcome.mlflow_run_url})",
+        key="rollback",
+        description=f"{name} v{current} -> v{previous}",
+    )
+    emit_event(
+        event="mlops.model.rolled-back",
+        resource={
+            "prefect.resource.id": f"mlflow.model-version.{name}.{previous}",
+            "prefect.resource.name": f"{name} v{previous}",
+        },
+        payload={"from_version": current, "reason": reason, "requested_by": who},
+    )
+    return outcome
