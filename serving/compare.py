@@ -1,0 +1,192 @@
+"""`mlops compare`: champion versus challenger on the traffic the service logged.
+
+A request carries features only, so the outcome of a scored row is unknown until its
+label lands. A client that wants its rows judged sends a `key` with each record: the
+values of `data.key_columns`, in order, joined with `|` (numbers without a trailing
+`.0`), e.g. `2013|6|1|UA|1545|515|EWR`. `record_key` builds it from a row. When the batch
+table's files land, `compare` labels them with the config's target rule, joins them to
+the log on that key, and scores each arm (arm and model version) on its joined rows.
+
+Read the result with care: in shadow mode both arms scored the very same rows, so their
+difference is a paired comparison (reported separately, on the rows both scored). In
+canary and A/B modes each arm saw different rows; a difference can come from the traffic
+as much as from the model. Rows without a key, or whose key matches no labelled row,
+are counted, not guessed.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from mlops.config import ProjectConfig
+from mlops.errors import ConfigError, LandingError
+from mlops.storage import Store, open_store
+from serving.predlog import read_prediction_log
+from serving.routing import CHALLENGER, CHAMPION
+
+KEY_SEPARATOR = "|"
+MIN_ROWS_FOR_METRICS = 30  # fewer labelled rows than this: counts only, no metrics
+
+
+def _key_part(value: object) -> str:
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def record_key(row: Mapping[str, object], key_columns: Sequence[str]) -> str:
+    """The `key` of one row, as a client sends it with a record."""
+    return KEY_SEPARATOR.join(_key_part(row[c]) for c in key_columns)
+
+
+def frame_keys(frame: pd.DataFrame, key_columns: Sequence[str]) -> pd.Series:
+    """`record_key` of every row, vectorised."""
+    parts = []
+    for column in key_columns:
+        values = frame[column]
+        if pd.api.types.is_float_dtype(values) and values.dropna().mod(1).eq(0).all():
+            values = values.astype("Int64")
+        parts.append(values.astype(str))
+    keys = parts[0]
+    for part in parts[1:]:
+        keys = keys + KEY_SEPARATOR + part
+    return keys
+
+
+def load_labels(config: ProjectConfig, landing: Store) -> pd.DataFrame:
+    """`key` and 0/1 `y` of every labelled row of the batch table in the landing zone."""
+    from tasks.features import label_rows
+
+    key_columns = config.data.key_columns
+    if not key_columns:
+        raise ConfigError("data.key_columns is empty: logged predictions cannot be joined to labels")
+    spec = config.data.tables[config.data.batch_table]
+    pattern = re.compile("^" + re.escape(spec.path).replace(re.escape("{period}"), r"[^/]+") + "$")
+    keys = [k for k in landing.list() if pattern.match(k)]
+    if not keys:
+        raise LandingError(
+            f"no {config.data.batch_table} files in {landing.uri}: nothing to take labels from"
+        )
+    wanted = [*key_columns, config.target.column]
+    parts = []
+    for key in keys:
+        frame = pd.read_parquet(io.BytesIO(landing.read_bytes(key)), columns=wanted)
+        labelled, _ = label_rows(frame, config.target)
+        parts.append(
+            pd.DataFrame({"key": frame_keys(labelled, key_columns), "y": labelled[config.target.label]})
+        )
+    labels = pd.concat(parts, ignore_index=True)
+    return labels.drop_duplicates("key", keep=False)  # an ambiguous key labels nothing
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    arm: str
+    model_version: str
+    modes: list[str]
+    served: bool  # False: shadow scores, never returned
+    logged_rows: int
+    labelled_rows: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    since: date | None
+    logged_rows: int
+    keyed_rows: int
+    labelled_rows: int
+    arms: list[ArmResult]
+    paired_rows: int = 0  # rows scored by both arms (shadow), labelled
+    paired_roc_auc: dict[str, float] = field(default_factory=dict)  # arm -> ROC-AUC on those rows
+    notes: list[str] = field(default_factory=list)
+
+
+def _metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    from tasks.evaluate import classification_metrics
+
+    if len(y) < MIN_ROWS_FOR_METRICS or len(np.unique(y)) < 2:
+        return {}
+    return classification_metrics(y, scores, threshold)
+
+
+def compare_arms(
+    log: pd.DataFrame, labels: pd.DataFrame, threshold: float, since: date | None = None
+) -> Comparison:
+    """Score each logged arm on its rows that have a label."""
+    notes: list[str] = []
+    logged = len(log)
+    if logged == 0:
+        return Comparison(since, 0, 0, 0, [], notes=["no predictions were logged in this period"])
+    keyed = log[log["key"].notna()]
+    joined = keyed.merge(labels, on="key", how="inner")
+    if len(keyed) < logged:
+        notes.append(
+            f"{logged - len(keyed)} of {logged} logged rows carry no `key` and cannot be joined to a label"
+        )
+    if len(keyed) and len(joined) == 0:
+        notes.append(
+            "no logged key matches a labelled row: labels may not have landed yet, or the keys are not"
+            " built from data.key_columns joined with '|'"
+        )
+    arms = []
+    for (arm, version), rows in log.groupby(["arm", "model_version"], sort=True):
+        with_label = joined[(joined["arm"] == arm) & (joined["model_version"] == version)]
+        metrics = _metrics(with_label["y"].to_numpy(), with_label["score"].to_numpy(), threshold)
+        if len(with_label) and not metrics:
+            notes.append(
+                f"{arm} v{version}: {len(with_label)} labelled rows are too few (or one class) for metrics"
+            )
+        arms.append(
+            ArmResult(
+                arm=str(arm),
+                model_version=str(version),
+                modes=sorted(rows["mode"].unique().tolist()),
+                served=bool(rows["served"].any()),
+                logged_rows=len(rows),
+                labelled_rows=len(with_label),
+                metrics=metrics,
+            )
+        )
+    paired_rows, paired = _paired(joined)
+    if any(a.labelled_rows for a in arms) and len({a.arm for a in arms}) > 1 and not paired_rows:
+        notes.append(
+            "the arms scored different rows (canary or A/B): differences mix model and traffic effects"
+        )
+    return Comparison(since, logged, len(keyed), len(joined), arms, paired_rows, paired, notes)
+
+
+def _paired(joined: pd.DataFrame) -> tuple[int, dict[str, float]]:
+    """ROC-AUC of each arm on the labelled rows both arms scored (shadow mode)."""
+    shadow = joined[~joined["served"]]
+    if shadow.empty:
+        return 0, {}
+    served = joined[joined["served"]]
+    pairs = served.merge(shadow, on=["request_id", "key"], suffixes=("_served", "_shadow"))
+    if len(pairs) < MIN_ROWS_FOR_METRICS or pairs["y_served"].nunique() < 2:
+        return len(pairs), {}
+    from sklearn.metrics import roc_auc_score
+
+    y = pairs["y_served"].to_numpy()
+    return len(pairs), {
+        CHAMPION: float(roc_auc_score(y, pairs["score_served"])),
+        CHALLENGER: float(roc_auc_score(y, pairs["score_shadow"])),
+    }
+
+
+def compare_logged_traffic(
+    config: ProjectConfig, since: date | None = None, until: date | None = None
+) -> Comparison:
+    """Read the prediction log and the landing zone named by the config, and compare."""
+    log_store = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
+    log = read_prediction_log(log_store, since, until)
+    landing = open_store(config.store_uri(config.data.landing_uri), config.data.s3)
+    labels = load_labels(config, landing) if len(log) else pd.DataFrame(columns=["key", "y"])
+    return compare_arms(log, labels, config.training.threshold, since)

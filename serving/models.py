@@ -1,0 +1,307 @@
+"""The registered versions the service scores with, and swapping them without a pause.
+
+A `ModelWatcher` asks the registry where the `champion` and `challenger` aliases point.
+When one moves, the new version is downloaded, loaded and made to score its logged input
+example (so nothing is left to initialise lazily, and a model that cannot score is never
+swapped in), and only then does one attribute assignment
+replace the `ServingModels` the scorer reads. A batch takes that reference once when it
+starts, so requests in flight finish on the model they started with. A load that fails
+leaves the current models serving; the failure is kept for `/ready` and `/model`, and
+the version is retried with a growing pause.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from mlops.errors import MlopsError
+from serving.routing import CHALLENGER, CHAMPION
+
+logger = logging.getLogger("serving.models")
+MAX_RETRY_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    pipeline: Any  # the scikit-learn pipeline as logged: preprocessing and classifier
+    positive_index: int  # column of predict_proba holding the positive class
+    metrics: dict[str, float]  # from the version's tags (holdout_roc_auc, ...)
+    run_id: str
+    loaded_at: datetime
+    load_seconds: float
+    example: pd.DataFrame | None = None  # the input example it was logged with: its warm-up rows
+
+    def scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """Probability of the positive class for each row."""
+        return self.pipeline.predict_proba(frame)[:, self.positive_index]
+
+    def describe(self, alias: str) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": alias,
+            "run_id": self.run_id,
+            "metrics": self.metrics,
+            "loaded_at": self.loaded_at.isoformat(timespec="seconds"),
+            "load_seconds": round(self.load_seconds, 2),
+        }
+
+
+@dataclass(frozen=True)
+class ServingModels:
+    """What is loaded right now. Replaced as a whole, never changed in place."""
+
+    champion: LoadedModel | None = None
+    challenger: LoadedModel | None = None
+
+    @property
+    def primary(self) -> LoadedModel | None:
+        """The model that answers: the champion, or the challenger while there is no champion."""
+        return self.champion or self.challenger
+
+    @property
+    def primary_arm(self) -> str:
+        return CHAMPION if self.champion is not None else CHALLENGER
+
+    @property
+    def under_test(self) -> LoadedModel | None:
+        """The challenger, when there is one to compare: not serving as fallback, not the champion."""
+        if self.champion is None or self.challenger is None:
+            return None
+        return None if self.challenger.version == self.champion.version else self.challenger
+
+
+class ModelSource(Protocol):
+    """Where registered versions come from (the MLflow registry in production)."""
+
+    def aliases(self) -> dict[str, str]: ...
+    def load(self, version: str) -> LoadedModel: ...
+
+
+class RegistrySource:
+    """The MLflow registry, through `mlops.tracking` (the project's one door to MLflow)."""
+
+    def __init__(self, tracking_uri: str, experiment: str, model_name: str, expected_columns: list[str]):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.model_name = model_name
+        self.expected_columns = expected_columns
+        self._tracker: Any = None
+
+    @property
+    def tracker(self) -> Any:
+        # Connected on first use and again after a failure, so a service started while
+        # MLflow is down reports it (in /ready) and recovers once MLflow answers.
+        if self._tracker is None:
+            from mlops.tracking import Tracker
+
+            self._tracker = Tracker(self.tracking_uri, self.experiment)  # checks the server answers
+        return self._tracker
+
+    def aliases(self) -> dict[str, str]:
+        try:
+            return self.tracker.aliases(self.model_name)
+        except Exception:
+            self._tracker = None
+            raise
+
+    def load(self, version: str) -> LoadedModel:
+        from mlops.tracking import download_model, load_local_model, model_input_example, model_input_names
+
+        started = time.perf_counter()
+        info = self.tracker.model_version(self.model_name, version)
+        if info is None:
+            raise MlopsError(f"{self.model_name} v{version} does not exist in the registry")
+        with tempfile.TemporaryDirectory(prefix="serving-model-") as tmp:
+            path = download_model(f"models:/{self.model_name}/{version}", Path(tmp))
+            inputs = model_input_names(path)
+            if inputs is not None and sorted(inputs) != sorted(self.expected_columns):
+                raise MlopsError(
+                    f"{self.model_name} v{version} expects columns {sorted(inputs)}, but the config's"
+                    f" features are {sorted(self.expected_columns)}: serve it with the config it was"
+                    " trained with"
+                )
+            pipeline = load_local_model(path)
+            example = model_input_example(path)
+        classes = [int(c) for c in getattr(pipeline, "classes_", [])]
+        if sorted(classes) != [0, 1]:
+            raise MlopsError(f"{self.model_name} v{version} is not a 0/1 classifier (classes {classes})")
+        metrics = {}
+        for tag, value in info.tags.items():
+            if tag.startswith("holdout_"):
+                try:
+                    metrics[tag] = float(value)
+                except ValueError:
+                    continue
+        return LoadedModel(
+            name=self.model_name,
+            version=version,
+            pipeline=pipeline,
+            positive_index=classes.index(1),
+            metrics=metrics,
+            run_id=info.run_id,
+            loaded_at=datetime.now(UTC),
+            load_seconds=time.perf_counter() - started,
+            example=example,
+        )
+
+
+@dataclass
+class LoadFailure:
+    version: str
+    alias: str
+    error: str
+    at: datetime
+    attempts: int
+    retry_at: float  # monotonic seconds
+
+
+@dataclass
+class WatcherStatus:
+    last_poll_at: datetime | None = None
+    last_poll_error: str | None = None  # the registry could not be asked
+    aliases: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, LoadFailure] = field(default_factory=dict)  # by alias, while unresolved
+
+
+class ModelWatcher:
+    """Keeps `models` in step with the registry's aliases; `poll_once` is one step."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        warm_up: Callable[[LoadedModel], None],
+        poll_seconds: float,
+    ) -> None:
+        self.source = source
+        self.warm_up = warm_up
+        self.poll_seconds = poll_seconds
+        self.models = ServingModels()  # read without a lock: a reference swap is atomic
+        self.status = WatcherStatus()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one poll at a time (the thread, or a test calling poll_once)
+
+    def poll_once(self) -> ServingModels:
+        """Ask the registry where the aliases point; load what moved; swap when all loaded."""
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> ServingModels:
+        status = self.status
+        try:
+            aliases = self.source.aliases()
+        except Exception as exc:  # the registry is down or refuses: keep serving what is loaded
+            status.last_poll_error = f"cannot read the registry aliases: {exc}"
+            status.last_poll_at = datetime.now(UTC)
+            logger.warning(status.last_poll_error)
+            return self.models
+        status.last_poll_error = None
+        status.last_poll_at = datetime.now(UTC)
+        status.aliases = {a: v for a, v in aliases.items() if a in (CHAMPION, CHALLENGER)}
+
+        current = self.models
+        loaded = {m.version: m for m in (current.champion, current.challenger) if m is not None}
+        chosen: dict[str, LoadedModel | None] = {}
+        for alias, now in ((CHAMPION, current.champion), (CHALLENGER, current.challenger)):
+            wanted = aliases.get(alias)
+            if wanted is None:
+                # A champion is never dropped for a missing alias (an empty service helps no one);
+                # a challenger whose alias is gone must stop taking traffic.
+                chosen[alias] = now if alias == CHAMPION else None
+                status.failures.pop(alias, None)
+                continue
+            if wanted in loaded:
+                chosen[alias] = loaded[wanted]
+                status.failures.pop(alias, None)
+                continue
+            chosen[alias] = self._load(alias, wanted, now)
+            if chosen[alias] is not None and chosen[alias] is not now:
+                loaded[wanted] = chosen[alias]
+        updated = ServingModels(champion=chosen[CHAMPION], challenger=chosen[CHALLENGER])
+        if updated.champion is not current.champion or updated.challenger is not current.challenger:
+            self.models = updated  # the swap: one reference assignment
+            logger.info(
+                "serving champion %s, challenger %s",
+                updated.champion and updated.champion.version,
+                updated.challenger and updated.challenger.version,
+            )
+        return updated
+
+    def _load(self, alias: str, version: str, keep: LoadedModel | None) -> LoadedModel | None:
+        failure = self.status.failures.get(alias)
+        if failure is not None and failure.version == version and time.monotonic() < failure.retry_at:
+            return keep
+        try:
+            model = self.source.load(version)
+            self.warm_up(model)
+        except Exception as exc:  # any failure to load keeps the old model serving
+            attempts = failure.attempts + 1 if failure is not None and failure.version == version else 1
+            pause = min(self.poll_seconds * 2 ** (attempts - 1), MAX_RETRY_SECONDS)
+            self.status.failures[alias] = LoadFailure(
+                version=version,
+                alias=alias,
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                at=datetime.now(UTC),
+                attempts=attempts,
+                retry_at=time.monotonic() + pause,
+            )
+            logger.error("loading %s v%s failed (attempt %d): %s", alias, version, attempts, exc)
+            return keep
+        self.status.failures.pop(alias, None)
+        return model
+
+    # -- the background thread ------------------------------------------------------------
+    def start(self) -> None:
+        # A thread, not an asyncio task: a registry that hangs must not hold up the event
+        # loop's shutdown, and a daemon thread is simply left behind.
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.poll_once()
+            except Exception:  # never let the watcher die: the next poll tries again
+                logger.exception("registry poll failed")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def describe(self) -> dict[str, Any]:
+        models = self.models
+        status = self.status
+        return {
+            "champion": models.champion.describe(CHAMPION) if models.champion else None,
+            "challenger": models.challenger.describe(CHALLENGER) if models.challenger else None,
+            "registry_aliases": status.aliases,
+            "last_poll_at": status.last_poll_at.isoformat(timespec="seconds")
+            if status.last_poll_at
+            else None,
+            "last_poll_error": status.last_poll_error,
+            "load_failures": [
+                {
+                    "alias": f.alias,
+                    "version": f.version,
+                    "error": f.error,
+                    "at": f.at.isoformat(timespec="seconds"),
+                    "attempts": f.attempts,
+                }
+                for f in status.failures.values()
+            ],
+        }

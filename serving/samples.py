@@ -1,0 +1,62 @@
+"""Request records built from landed data, exactly as a client would send them.
+
+The service takes feature columns, which for this project are partly joined (weather,
+planes) and derived (day of week, plane age). `sample_records` does that preparation
+with the training code's own functions, so the demo, the benchmark and the tests send
+what a well-behaved client sends: features, nulls for missing values, and a `key`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops.config import ProjectConfig
+from mlops.storage import Store
+from serving.compare import frame_keys
+from serving.schema import KEY_FIELD
+
+
+def feature_frame(config: ProjectConfig, landing: Store, period: str) -> pd.DataFrame:
+    """One landed period's rows with the feature columns (typed as in training) and `key`."""
+    from tasks.features import add_derived, join_tables
+
+    data = config.data
+
+    def read(table: str, period: str | None = None) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(landing.read_bytes(data.tables[table].key(period))))
+
+    batch = read(data.batch_table, period)
+    dims = {join.table: read(join.table) for join in data.joins}
+    frame = add_derived(join_tables(batch, dims, data.joins), config.features.derived)
+    out = frame[config.features.columns].copy()
+    out[config.features.numeric] = out[config.features.numeric].astype("float64")
+    for column in config.features.categorical:
+        out[column] = out[column].astype(object).where(out[column].notna(), np.nan)
+    if data.key_columns:
+        out[KEY_FIELD] = frame_keys(frame, data.key_columns).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready records: NaN becomes null (JSON has no NaN)."""
+    records = frame.to_dict(orient="records")
+    for record in records:
+        for name, value in record.items():
+            if isinstance(value, float) and math.isnan(value):
+                record[name] = None
+    return records
+
+
+def sample_records(
+    config: ProjectConfig, landing: Store, period: str, rows: int | None = None, seed: int = 0
+) -> list[dict[str, Any]]:
+    """`rows` records (all when None) of a landed period, in a seeded random order."""
+    frame = feature_frame(config, landing, period)
+    if rows is not None:
+        frame = frame.sample(n=min(rows, len(frame)), random_state=seed)
+    return to_records(frame)

@@ -1,0 +1,214 @@
+"""The request contract of `POST /predict`, built from the config's feature list.
+
+A record holds every feature column (numeric: a JSON number or null; categorical: a JSON
+string or null) and optionally `key`, a string that identifies the row (it makes canary
+routing sticky and lets `mlops compare` join the row to its label later). A field that
+is not a feature or `key` is refused with a 422, so a misspelt feature name never turns
+into a silently missing value. NaN and infinities are refused: JSON has no such numbers,
+and a null is how a missing value is sent.
+
+The contract exists twice, from one definition: a pydantic model (the OpenAPI schema and
+the field-by-field error report) and a msgspec decoder (the fast path). Decoding 10,000
+records takes 6 ms with msgspec and 29-38 ms with pydantic's fastest form (a TypedDict),
+measured here; the batch target (10,000 rows at 200,000 rows/s) leaves 50 ms for
+everything. So every body goes through msgspec, and only a body it rejects is run through
+pydantic to say what is wrong, field by field. Both refuse the same inputs (tested).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from mlops.config import FeaturesConfig
+from mlops.errors import ConfigError
+
+KEY_FIELD = "key"
+MAX_ERRORS_REPORTED = 20
+
+
+class InputError(Exception):
+    """A request the service refuses: its HTTP status and a JSON-ready detail."""
+
+    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message}
+        if self.errors:
+            body["detail"] = self.errors
+        return body
+
+
+class Prediction(BaseModel):
+    probability: float = Field(description="Probability of the positive class")
+    label: int = Field(description="1 when the probability reaches the configured threshold, else 0")
+    arm: str = Field(description="Which model answered: champion or challenger")
+    model_version: str
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model_name: str
+    mode: str = Field(description="Serving mode in effect: none, shadow, canary or ab")
+    predictions: list[Prediction]
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    records: list[Any]  # msgspec structs, one per record, in request order
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class FeatureSchema:
+    """Everything the service knows about a record, derived from `FeaturesConfig`."""
+
+    def __init__(self, features: FeaturesConfig) -> None:
+        if KEY_FIELD in features.columns:
+            raise ConfigError(
+                f"a feature is named {KEY_FIELD!r}, which the prediction service reserves for the"
+                " record key: rename the feature"
+            )
+        self.numeric = list(features.numeric)
+        self.categorical = list(features.categorical)
+        self.columns = [*self.numeric, *self.categorical]
+
+        # pydantic: strict (no "3" for 3.0, no true for 1.0), finite, nothing extra.
+        fields: dict[str, Any] = {c: (float | None, Field(...)) for c in self.numeric}
+        fields |= {c: (str | None, Field(...)) for c in self.categorical}
+        fields[KEY_FIELD] = (
+            str | None,
+            Field(None, description="Identifies the row: sticky canary routing, label join"),
+        )
+        self.record_model: type[BaseModel] = create_model(
+            "Record",
+            __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False),
+            **fields,
+        )
+        self.request_model: type[BaseModel] = create_model(
+            "PredictRequest",
+            __config__=ConfigDict(extra="forbid"),
+            records=(list[self.record_model], Field(..., min_length=1)),  # type: ignore[name-defined]
+        )
+        self._wrapped_adapter = TypeAdapter(self.request_model)
+        self._bare_adapter = TypeAdapter(list[self.record_model])  # type: ignore[name-defined]
+
+        # msgspec: the same contract. int is accepted for float (as pydantic does), bool is not.
+        struct_fields: list[tuple[Any, ...]] = [(c, float | None) for c in self.numeric]
+        struct_fields += [(c, str | None) for c in self.categorical]
+        struct_fields.append((KEY_FIELD, str | None, None))
+        # gc=False: records hold only scalars, and 10,000 tracked objects would trigger collections.
+        record_struct = msgspec.defstruct("Record", struct_fields, forbid_unknown_fields=True, gc=False)
+        request_struct = msgspec.defstruct(
+            "PredictRequest", [("records", list[record_struct])], forbid_unknown_fields=True
+        )
+        self._request_struct = request_struct
+        self._decoder = msgspec.json.Decoder(request_struct | list[record_struct])
+        self._getters = {name: operator.attrgetter(name) for name in [*self.columns, KEY_FIELD]}
+
+    # -- decoding ----------------------------------------------------------------------
+    def parse(self, body: bytes, max_records: int) -> ParsedRequest:
+        """The records of a body, or an `InputError` saying what is wrong with it."""
+        try:
+            decoded = self._decoder.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise self._explain(body, exc) from None
+        records = decoded.records if isinstance(decoded, self._request_struct) else decoded
+        if not records:
+            raise InputError(
+                422,
+                "no records to score: send at least one",
+                [
+                    {
+                        "loc": ["body", "records"],
+                        "msg": "List should have at least 1 item",
+                        "type": "too_short",
+                    }
+                ],
+            )
+        if len(records) > max_records:
+            raise InputError(
+                413,
+                f"{len(records)} records exceed the limit of {max_records} per request"
+                " (serving.max_records): split the request",
+            )
+        return ParsedRequest(records)
+
+    def _explain(self, body: bytes, exc: Exception) -> InputError:
+        """Run the rejected body through pydantic for a field-by-field report."""
+        bare = body.lstrip()[:1] == b"["
+        adapter = self._bare_adapter if bare else self._wrapped_adapter
+        try:
+            adapter.validate_json(body)
+        except ValidationError as error:
+            errors = error.errors(include_url=False, include_input=False, include_context=False)
+            if errors and errors[0]["type"] == "json_invalid":
+                return InputError(400, f"the request body is not valid JSON: {errors[0]['msg']}")
+            detail = [
+                {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                for err in errors[:MAX_ERRORS_REPORTED]
+            ]
+            first = detail[0]
+            where = ".".join(str(p) for p in first["loc"][1:]) or "body"
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            return InputError(422, f"{where}: {first['msg']}{more}", detail)
+        except ValueError as error:  # e.g. invalid UTF-8 in the body
+            return InputError(400, f"the request body cannot be read: {error}")
+        # pydantic accepted what msgspec did not: report msgspec's own message.
+        if isinstance(exc, msgspec.ValidationError):
+            return InputError(422, str(exc))
+        return InputError(400, f"the request body is not valid JSON: {exc}")
+
+    # -- to a frame the model accepts ---------------------------------------------------
+    def to_columns(self, records: list[Any]) -> tuple[dict[str, np.ndarray], list[str | None]]:
+        """Feature columns typed as in training (float64; object with NaN for missing) and the keys."""
+        # One C-level map per column: the fastest way measured here out of Python objects
+        # (2x a row-wise transpose on 10,000 records).
+        columns: dict[str, np.ndarray] = {}
+        for name in self.numeric:
+            columns[name] = np.array(list(map(self._getters[name], records)), dtype=np.float64)  # None: NaN
+        for name in self.categorical:
+            values = np.array(list(map(self._getters[name], records)), dtype=object)
+            # Training frames mark a missing category as NaN; None would be a category of its own
+            # to some encoders (SimpleImputer does not see None as missing).
+            values[np.equal(values, None)] = np.nan
+            columns[name] = values
+        return columns, list(map(self._getters[KEY_FIELD], records))
+
+    def to_frame(self, records: list[Any]) -> tuple[pd.DataFrame, list[str | None]]:
+        columns, keys = self.to_columns(records)
+        return pd.DataFrame(columns, copy=False), keys
+
+    def conform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A frame's feature columns with the types this service gives them (a logged input
+        example comes back from JSON with integers and None)."""
+        out = pd.DataFrame(
+            {c: pd.to_numeric(frame[c], errors="coerce").astype(np.float64) for c in self.numeric}
+        )
+        for name in self.categorical:
+            out[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
+        return out
+
+    def missing_row(self) -> pd.DataFrame:
+        """One row with every feature missing: what a loaded model must score before it serves."""
+        columns: dict[str, Any] = {c: np.array([np.nan]) for c in self.numeric}
+        columns |= {c: np.array([np.nan], dtype=object) for c in self.categorical}
+        return pd.DataFrame(columns)
+
+    def openapi_request_schema(self, ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The request body's JSON schema (either form) and the definitions it refers to."""
+        adapter = TypeAdapter(self.request_model | list[self.record_model])  # type: ignore[name-defined]
+        schema = adapter.json_schema(ref_template=ref_template)
+        definitions = schema.pop("$defs", {})
+        return schema, definitions

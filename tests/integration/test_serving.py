@@ -1,0 +1,503 @@
+"""The prediction service over real HTTP, serving versions the real training flow registered
+in a real MLflow registry: answers, refusals, hot swap under load, shadow and canary logs.
+
+The module trains two versions of a model of its own (other modules move the aliases of
+the main model): a random forest on 2013-01..06 and a logistic regression on 2013-01..05
+(the candidate lists are trimmed to keep the module fast; both are real flow runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import uvicorn
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from flows.training import TrainingRequest, training_pipeline
+from mlops.config import CandidateConfig, ProjectConfig, ServingConfig, save_config
+from mlops.stack import client_settings
+from mlops.storage import Store, open_store
+from serving.app import create_app
+from serving.compare import compare_logged_traffic
+from serving.predlog import read_prediction_log
+from serving.routing import RoutingPlan
+from serving.samples import feature_frame, to_records
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+MODEL = "flight-delay-serving"
+BASELINE = CandidateConfig(name="majority", estimator="dummy", baseline=True, params={"strategy": "prior"})
+FOREST = CandidateConfig(
+    name="random_forest",
+    estimator="random_forest",
+    encoding="ordinal",
+    params={"n_estimators": 40, "max_depth": 12, "min_samples_leaf": 20, "max_samples": 0.3, "n_jobs": 1},
+)
+LOGISTIC = CandidateConfig(name="logistic", estimator="logistic_regression", params={"max_iter": 300})
+
+
+@pytest.fixture(scope="module")
+def config(stack_config: ProjectConfig, tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
+    tmp = tmp_path_factory.mktemp("serving")
+    registry = stack_config.registry.model_copy(update={"model_name": MODEL})
+    serving = ServingConfig(
+        prediction_log_uri=str(tmp / "predictions"),
+        poll_seconds=0.5,
+        log_flush_seconds=0.5,
+        max_records=3000,
+        max_body_bytes=2_000_000,
+    )
+    return stack_config.model_copy(update={"registry": registry, "serving": serving})
+
+
+@pytest.fixture(scope="module")
+def versions(stack, sampled_landing: Store, config: ProjectConfig, tmp_path_factory) -> dict[str, str]:
+    """Two versions registered by the training flow: {"forest": v, "logistic": v}."""
+    tmp = tmp_path_factory.mktemp("serving-configs")
+    found = {}
+    for name, candidate, end in (("forest", FOREST, "2013-06"), ("logistic", LOGISTIC, "2013-05")):
+        training = config.training.model_copy(update={"candidates": [BASELINE, candidate]})
+        path = save_config(config.model_copy(update={"training": training}), tmp / f"{name}.yaml")
+        with client_settings(config):
+            outcome = training_pipeline(TrainingRequest(start="2013-01", end=end, config_path=str(path)))
+        found[name] = outcome.model_version
+    assert found["forest"] != found["logistic"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def registry(config: ProjectConfig, versions: dict[str, str]) -> MlflowClient:
+    return MlflowClient(config.stack.tracking_uri)
+
+
+def set_aliases(client: MlflowClient, **aliases: str | None) -> None:
+    for alias, version in aliases.items():
+        if version is None:
+            with contextlib.suppress(MlflowException):  # not set: nothing to delete
+                client.delete_registered_model_alias(MODEL, alias)
+        else:
+            client.set_registered_model_alias(MODEL, alias, version)
+
+
+@pytest.fixture(scope="module")
+def june(config: ProjectConfig, sampled_landing: Store) -> pd.DataFrame:
+    """June's flights as the service's clients see them: features and a key."""
+    return feature_frame(config, sampled_landing, "2013-06")
+
+
+@contextmanager
+def running_service(config: ProjectConfig, **serving: Any) -> Iterator[str]:
+    """The app under uvicorn on a free port, in a thread; yields its base URL."""
+    updated = config.model_copy(update={"serving": config.serving.model_copy(update=serving)})
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(updated), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 180
+    while not server.started:
+        assert thread.is_alive(), "the service failed to start (see the log above)"
+        assert time.monotonic() < deadline, "the service did not start within 180 s"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+def own_scores(config: ProjectConfig, version: str, rows: pd.DataFrame) -> np.ndarray:
+    """The registered model's own predict_proba, loaded the documented MLflow way."""
+    import mlflow.sklearn
+
+    with client_settings(config):
+        model = mlflow.sklearn.load_model(f"models:/{MODEL}/{version}")
+    features = rows[config.features.columns]
+    return model.predict_proba(features)[:, list(model.classes_).index(1)]
+
+
+def post(client: httpx.Client, url: str, payload: Any, **kwargs: Any) -> httpx.Response:
+    return client.post(f"{url}/predict", json=payload, **kwargs)
+
+
+def wait_for(condition, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def as_json(payload: Any) -> bytes:
+    return json.dumps(payload).encode()
+
+
+# name -> (body from a good record, status, what the error says); the service allows 3000 records
+# and 2,000,000 bytes.
+BAD_BODIES: dict[str, tuple[Callable[[dict], bytes], int, str]] = {
+    "missing field": (
+        lambda r: as_json({"records": [{k: v for k, v in r.items() if k != "temp"}]}),
+        422,
+        "records.0.temp: Field required",
+    ),
+    "wrong type": (lambda r: as_json([{**r, "carrier": 7}]), 422, "carrier: Input should be a valid string"),
+    "string for a number": (
+        lambda r: as_json([{**r, "distance": "1400"}]),
+        422,
+        "distance: Input should be a valid number",
+    ),
+    "extra field": (
+        lambda r: as_json([{**r, "tailnum": "N1"}]),
+        422,
+        "tailnum: Extra inputs are not permitted",
+    ),
+    "NaN": (lambda r: as_json([{**r, "temp": 1.5}]).replace(b"1.5", b"NaN"), 422, "finite number"),
+    "infinity": (lambda r: as_json([{**r, "temp": 1.5}]).replace(b"1.5", b"Infinity"), 422, "finite number"),
+    "empty list": (lambda r: as_json({"records": []}), 422, "at least one"),
+    # Valid JSON and schema, but beyond the float32 a forest computes in.
+    "number too large for the model": (lambda r: as_json([{**r, "distance": 1e300}]), 422, "cannot score"),
+    "malformed JSON": (lambda r: b'{"records": [{"month": 6.0,', 400, "not valid JSON"),
+    "too many records": (lambda r: as_json([r] * 3001), 413, "serving.max_records"),
+    "too many bytes": (lambda r: b'{"records": [' + b" " * 2_000_001 + b"]}", 413, "serving.max_body_bytes"),
+}
+
+
+# -- one service, champion only --------------------------------------------------------------
+
+
+class TestChampionService:
+    @pytest.fixture(scope="class")
+    def url(self, config: ProjectConfig, registry: MlflowClient, versions: dict[str, str]) -> Iterator[str]:
+        set_aliases(registry, champion=versions["forest"], challenger=versions["logistic"])
+        with running_service(config) as url:
+            yield url
+
+    def test_health_ready_model_and_openapi(self, url: str, config: ProjectConfig, versions) -> None:
+        with httpx.Client(timeout=30) as client:
+            assert client.get(f"{url}/health").json() == {"status": "ok"}
+            ready = client.get(f"{url}/ready")
+            assert ready.status_code == 200
+            assert ready.json()["model_version"] == versions["forest"] and ready.json()["alias"] == "champion"
+            model = client.get(f"{url}/model").json()
+            assert model["name"] == MODEL and model["version"] == versions["forest"]
+            assert model["metrics"]["holdout_roc_auc"] > 0.6  # from the version's tags
+            assert model["models"]["challenger"]["version"] == versions["logistic"]
+            assert model["mode"] == "none"
+            spec = client.get(f"{url}/openapi.json").json()
+        body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["anyOf"]
+        record = spec["components"]["schemas"]["Record"]
+        assert set(record["required"]) == set(config.features.columns)
+        assert "PredictResponse" in spec["components"]["schemas"]
+
+    def test_predictions_equal_the_registered_models_own(
+        self, url: str, config: ProjectConfig, versions: dict[str, str], june: pd.DataFrame
+    ) -> None:
+        rows = june.sample(n=1500, random_state=3)
+        # Missing values of every kind are in the sample: numeric and categorical.
+        assert rows["wind_gust"].isna().any() and rows["manufacturer"].isna().any()
+        with httpx.Client(timeout=60) as client:
+            batch = post(client, url, {"records": to_records(rows)})
+            single = [post(client, url, [record]) for record in to_records(rows.head(20))]
+        assert batch.status_code == 200, batch.text[:500]
+        answer = batch.json()
+        assert answer["model_name"] == MODEL and answer["request_id"]
+        served = np.array([p["probability"] for p in answer["predictions"]])
+        expected = own_scores(config, versions["forest"], rows)
+        np.testing.assert_array_equal(served, expected)  # the same model, the same rows: the same floats
+        labels = [p["label"] for p in answer["predictions"]]
+        assert labels == (expected >= config.training.threshold).astype(int).tolist()
+        assert {p["model_version"] for p in answer["predictions"]} == {versions["forest"]}
+        assert [r.json()["predictions"][0]["probability"] for r in single] == expected[:20].tolist()
+
+    @pytest.mark.parametrize("name", list(BAD_BODIES))
+    def test_bad_input_is_a_4xx_naming_the_problem(self, url: str, june: pd.DataFrame, name: str) -> None:
+        record = to_records(june.head(1))[0]
+        make_body, status, says = BAD_BODIES[name]
+        with httpx.Client(timeout=60) as client:
+            response = client.post(
+                f"{url}/predict", content=make_body(record), headers={"content-type": "application/json"}
+            )
+            assert response.status_code == status, response.text[:500]
+            assert says in response.json()["error"]
+            # The service is unharmed: the next good request is answered.
+            assert post(client, url, [record]).status_code == 200
+
+    def test_a_request_the_model_refuses_does_not_fail_those_batched_with_it(
+        self, url: str, june: pd.DataFrame
+    ) -> None:
+        records = to_records(june.head(24))
+        bodies = [[{**r, "distance": 1e300}] if i % 4 == 0 else [r] for i, r in enumerate(records)]
+        statuses: list[int] = [0] * len(bodies)
+
+        def send(i: int) -> None:
+            with httpx.Client(timeout=60) as client:
+                statuses[i] = post(client, url, bodies[i]).status_code
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert statuses == [422 if i % 4 == 0 else 200 for i in range(len(bodies))]
+
+    def test_unseen_categories_and_all_missing_values_are_scored(self, url: str, june: pd.DataFrame) -> None:
+        record = to_records(june.head(1))[0]
+        unseen = {**record, "carrier": "ZZ", "dest": "Atlantis", "manufacturer": "ACME"}
+        empty = {name: None for name in record}
+        with httpx.Client(timeout=30) as client:
+            response = post(client, url, [unseen, empty])
+        assert response.status_code == 200, response.text
+        assert all(0 <= p["probability"] <= 1 for p in response.json()["predictions"])
+
+
+# -- aliases moving under a running service ----------------------------------------------------
+
+
+def test_without_a_champion_the_challenger_answers_and_says_so(
+    config: ProjectConfig, registry: MlflowClient, versions: dict[str, str], june: pd.DataFrame
+) -> None:
+    set_aliases(registry, champion=None, challenger=versions["logistic"])
+    with running_service(config) as url, httpx.Client(timeout=30) as client:
+        ready = client.get(f"{url}/ready").json()
+        assert ready["alias"] == "challenger" and "no champion" in ready["note"]
+        assert "no champion" in client.get(f"{url}/model").json()["note"]
+        answer = post(client, url, to_records(june.head(3))).json()
+    assert {(p["arm"], p["model_version"]) for p in answer["predictions"]} == {
+        ("challenger", versions["logistic"])
+    }
+
+
+def test_no_model_at_all_is_not_ready(
+    config: ProjectConfig, registry: MlflowClient, june: pd.DataFrame
+) -> None:
+    set_aliases(registry, champion=None, challenger=None)
+    with running_service(config) as url, httpx.Client(timeout=30) as client:
+        assert client.get(f"{url}/health").status_code == 200
+        assert client.get(f"{url}/ready").status_code == 503
+        assert post(client, url, to_records(june.head(1))).status_code == 503
+
+
+def test_hot_swap_under_load_drops_no_request(
+    config: ProjectConfig, registry: MlflowClient, versions: dict[str, str], june: pd.DataFrame
+) -> None:
+    old, new = versions["forest"], versions["logistic"]
+    set_aliases(registry, champion=old, challenger=None)
+    records = to_records(june.head(200))
+    results: list[list[tuple[int, str | None]]] = [[] for _ in range(4)]
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client_loop(slot: int, url: str) -> None:
+        with httpx.Client(timeout=30) as client:
+            i = slot
+            while not stop.is_set():
+                i += 1
+                try:
+                    response = post(client, url, [records[i % len(records)]])
+                except httpx.HTTPError as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                version = (
+                    response.json()["predictions"][0]["model_version"]
+                    if response.status_code == 200
+                    else None
+                )
+                results[slot].append((response.status_code, version))
+
+    with running_service(config) as url:
+        threads = [threading.Thread(target=client_loop, args=(slot, url)) for slot in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for(lambda: sum(map(len, results)) >= 100, "100 answers from the old champion")
+            set_aliases(registry, champion=new)
+            wait_for(lambda: any(v == new for r in results for _, v in r[-3:]), "the new champion to answer")
+            answered = sum(map(len, results))
+            wait_for(lambda: sum(map(len, results)) >= answered + 100, "100 more answers")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+        with httpx.Client(timeout=30) as client:
+            assert client.get(f"{url}/model").json()["version"] == new
+
+    assert failures == []
+    flat = [outcome for r in results for outcome in r]
+    assert {status for status, _ in flat} == {200}
+    for answers in results:  # each client saw the old version, then only the new one
+        seen = [v for _, v in answers]
+        switch = seen.index(new)
+        assert set(seen[:switch]) == {old} and set(seen[switch:]) == {new}
+
+
+def test_a_failed_reload_keeps_the_old_model_serving_and_is_reported(
+    config: ProjectConfig,
+    registry: MlflowClient,
+    versions: dict[str, str],
+    june: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    set_aliases(registry, champion=versions["forest"], challenger=None)
+    # A version whose files are not a model: it registers fine and cannot load.
+    experiment = registry.get_experiment_by_name(config.registry.experiment).experiment_id
+    run_id = registry.create_run(experiment, run_name="not-a-model").info.run_id
+    (tmp_path / "MLmodel").write_text("this is not a model\n")
+    registry.log_artifact(run_id, str(tmp_path / "MLmodel"), "model")
+    registry.set_terminated(run_id)
+    broken = registry.create_model_version(MODEL, source=f"runs:/{run_id}/model", run_id=run_id).version
+
+    with running_service(config) as url, httpx.Client(timeout=30) as client:
+        set_aliases(registry, champion=broken)
+        wait_for(
+            lambda: client.get(f"{url}/model").json()["models"]["load_failures"],
+            "the service to report the failed load",
+        )
+        model = client.get(f"{url}/model").json()
+        assert model["version"] == versions["forest"]
+        failure = model["models"]["load_failures"][0]
+        assert failure["version"] == broken and failure["alias"] == "champion" and failure["error"]
+        ready = client.get(f"{url}/ready")
+        assert ready.status_code == 200 and f"v{broken} failed" in ready.json()["problems"][0]
+        answer = post(client, url, to_records(june.head(2)))
+        assert answer.status_code == 200
+        assert {p["model_version"] for p in answer.json()["predictions"]} == {versions["forest"]}
+        # Pointing the alias back at a good version clears the failure.
+        set_aliases(registry, champion=versions["logistic"])
+        wait_for(
+            lambda: client.get(f"{url}/model").json()["version"] == versions["logistic"], "the good version"
+        )
+        assert client.get(f"{url}/ready").json()["problems"] == []
+
+
+# -- shadow, canary, A/B: what the prediction log holds ------------------------------------------
+
+
+def test_shadow_logs_both_arms_and_returns_only_the_champion(
+    config: ProjectConfig,
+    registry: MlflowClient,
+    versions: dict[str, str],
+    june: pd.DataFrame,
+    sampled_landing: Store,
+    tmp_path: Path,
+) -> None:
+    champion, challenger = versions["forest"], versions["logistic"]
+    set_aliases(registry, champion=champion, challenger=challenger)
+    log_uri = str(tmp_path / "predictions")
+    rows = june.sample(n=600, random_state=5)
+    records = to_records(rows)
+    with (
+        running_service(config, mode="shadow", prediction_log_uri=log_uri) as url,
+        httpx.Client(timeout=60) as c,
+    ):
+        answers = [post(c, url, records[i : i + 20]).json() for i in range(0, 600, 20)]
+    # Leaving the block shut the service down, which flushed the log.
+    returned = [p for a in answers for p in a["predictions"]]
+    assert {(p["arm"], p["model_version"]) for p in returned} == {("champion", champion)}
+    assert {a["mode"] for a in answers} == {"shadow"}
+
+    log = read_prediction_log(open_store(log_uri, config.data.s3))
+    assert len(log) == 1200
+    arms = log.groupby(["arm", "model_version", "served"]).size().to_dict()
+    assert arms == {("champion", champion, True): 600, ("challenger", challenger, False): 600}
+    assert set(log["request_id"]) == {a["request_id"] for a in answers}
+    # The shadow scores are the challenger's own.
+    shadow = log[~log["served"]].set_index("key").loc[rows["key"], "score"].to_numpy()
+    np.testing.assert_array_equal(shadow, own_scores(config, challenger, rows))
+    # Logged features are what was sent.
+    logged = log[log["served"]].set_index("key").loc[rows["key"]]
+    np.testing.assert_array_equal(logged["distance"].to_numpy(), rows["distance"].to_numpy())
+
+    # June's labels are in the landing zone: the comparison joins them by key.
+    shadow_config = config.model_copy(
+        update={"serving": config.serving.model_copy(update={"prediction_log_uri": log_uri})}
+    )
+    result = compare_logged_traffic(shadow_config)
+    assert result.labelled_rows > 1000  # cancelled flights have no label
+    assert result.paired_rows > 500 and set(result.paired_roc_auc) == {"champion", "challenger"}
+    assert all(0.5 < arm.metrics["roc_auc"] <= 1 for arm in result.arms)
+
+
+@pytest.mark.parametrize(("mode", "share"), [("canary", 0.3), ("ab", 0.5)])
+def test_split_modes_route_by_key_in_the_configured_share(
+    config: ProjectConfig,
+    registry: MlflowClient,
+    versions: dict[str, str],
+    june: pd.DataFrame,
+    tmp_path: Path,
+    mode: str,
+    share: float,
+) -> None:
+    champion, challenger = versions["forest"], versions["logistic"]
+    set_aliases(registry, champion=champion, challenger=challenger)
+    log_uri = str(tmp_path / "predictions")
+    rows = june.sample(n=800, random_state=7)
+    records = to_records(rows)
+    settings = {"mode": mode, "canary_share": share, "ab_split": share, "prediction_log_uri": log_uri}
+    with running_service(config, **settings) as url, httpx.Client(timeout=60) as client:
+        first = [
+            p for i in range(0, 800, 40) for p in post(client, url, records[i : i + 40]).json()["predictions"]
+        ]
+        again = post(client, url, records[:200]).json()["predictions"]  # the same keys, later
+        # A record without a key follows the routing header: every record of the request alike.
+        keyless = [{k: v for k, v in r.items() if k != "key"} for r in records[:30]]
+        by_header = post(client, url, keyless, headers={"X-Routing-Key": "customer-42"}).json()["predictions"]
+
+    arms = np.array([p["arm"] for p in first])
+    to_challenger = arms == "challenger"
+    n = len(arms)
+    spread = 5 * math.sqrt(n * share * (1 - share))  # a Binomial(n, share) count misses this < 1e-6
+    assert n * share - spread < to_challenger.sum() < n * share + spread
+    # Sticky: each key lands where the documented hash puts it, and stays there.
+    plan = RoutingPlan.for_models(mode, share, share, challenger)
+    assert (plan.to_challenger(rows["key"].tolist()) == to_challenger).all()
+    assert [p["arm"] for p in again] == arms[:200].tolist()
+    assert len({p["arm"] for p in by_header}) == 1
+    # Each arm's answers are its own model's.
+    served = np.array([p["probability"] for p in first])
+    np.testing.assert_array_equal(served[to_challenger], own_scores(config, challenger, rows[to_challenger]))
+    np.testing.assert_array_equal(served[~to_challenger], own_scores(config, champion, rows[~to_challenger]))
+
+    log = read_prediction_log(open_store(log_uri, config.data.s3))
+    assert len(log) == 800 + 200 + 30 and log["served"].all() and set(log["mode"]) == {mode}
+    logged = log.drop_duplicates("key").set_index("key").loc[rows["key"]]
+    assert (logged["arm"].to_numpy() == arms).all()
+    assert (logged.loc[logged["arm"] == "challenger", "model_version"] == challenger).all()
+
+
+def test_the_prediction_log_can_live_on_s3(
+    config: ProjectConfig, registry: MlflowClient, versions: dict[str, str], june: pd.DataFrame, moto_s3: str
+) -> None:
+    import boto3
+
+    bucket = f"predictions-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1").create_bucket(Bucket=bucket)
+    s3 = config.data.s3.model_copy(update={"endpoint_url": moto_s3})
+    on_s3 = config.model_copy(update={"data": config.data.model_copy(update={"s3": s3})})
+    set_aliases(registry, champion=versions["forest"], challenger=None)
+    records = to_records(june.head(50))
+    with (
+        running_service(on_s3, prediction_log_uri=f"s3://{bucket}/predictions") as url,
+        httpx.Client() as client,
+    ):
+        ids = [post(client, url, records[i : i + 10]).json()["request_id"] for i in range(0, 50, 10)]
+    store = open_store(f"s3://{bucket}/predictions", s3)
+    assert all(key.startswith("date=") and key.endswith(".parquet") for key in store.list())
+    log = read_prediction_log(store)
+    assert len(log) == 50 and set(log["request_id"]) == set(ids)
+    assert log["key"].tolist() == [r["key"] for r in records]

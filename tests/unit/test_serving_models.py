@@ -1,0 +1,147 @@
+"""The model watcher's rules: what it loads, when it swaps, what it keeps when a load fails.
+
+The registry is stood in for by a dictionary of aliases and a table of loadable versions
+(the watcher is the system under test; the registry itself is tested in integration).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from serving.models import LoadedModel, ModelWatcher
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.alias_map: dict[str, str] = {}
+        self.broken: set[str] = set()
+        self.loads: list[str] = []
+        self.down = False
+
+    def aliases(self) -> dict[str, str]:
+        if self.down:
+            raise ConnectionError("registry unreachable")
+        return dict(self.alias_map)
+
+    def load(self, version: str) -> LoadedModel:
+        self.loads.append(version)
+        if version in self.broken:
+            raise ValueError(f"v{version} is not a model")
+        return LoadedModel(
+            name="m",
+            version=version,
+            pipeline=object(),
+            positive_index=1,
+            metrics={},
+            run_id=f"run-{version}",
+            loaded_at=datetime.now(UTC),
+            load_seconds=0.0,
+        )
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry()
+
+
+@pytest.fixture
+def watcher(registry: Registry) -> ModelWatcher:
+    return ModelWatcher(registry, warm_up=lambda model: None, poll_seconds=0.01)
+
+
+def versions(watcher: ModelWatcher) -> tuple[str | None, str | None]:
+    models = watcher.models
+    return (
+        models.champion.version if models.champion else None,
+        models.challenger.version if models.challenger else None,
+    )
+
+
+def test_loads_what_the_aliases_name_and_swaps_only_when_they_move(registry: Registry, watcher) -> None:
+    registry.alias_map = {"champion": "1", "challenger": "2"}
+    watcher.poll_once()
+    first = watcher.models
+    assert versions(watcher) == ("1", "2") and registry.loads == ["1", "2"]
+    watcher.poll_once()
+    assert watcher.models is first and registry.loads == ["1", "2"]  # nothing moved: nothing done
+    # A promotion: the champion alias moves to the challenger's version, which is reused.
+    registry.alias_map = {"champion": "2", "challenger": "2"}
+    watcher.poll_once()
+    assert versions(watcher) == ("2", "2") and registry.loads == ["1", "2"]
+    assert watcher.models.champion is first.challenger
+    assert watcher.models.under_test is None  # the same version twice is not an experiment
+
+
+def test_without_a_champion_the_challenger_is_primary(registry: Registry, watcher) -> None:
+    registry.alias_map = {"challenger": "3"}
+    watcher.poll_once()
+    assert watcher.models.primary.version == "3" and watcher.models.primary_arm == "challenger"
+    assert watcher.models.under_test is None
+
+
+def test_a_failed_load_keeps_the_old_model_and_is_retried_later(registry: Registry, watcher) -> None:
+    registry.alias_map = {"champion": "1"}
+    watcher.poll_once()
+    registry.alias_map = {"champion": "2"}
+    registry.broken = {"2"}
+    watcher.poll_once()
+    assert versions(watcher) == ("1", None)
+    failure = watcher.status.failures["champion"]
+    assert failure.version == "2" and "not a model" in failure.error and failure.attempts == 1
+    watcher.poll_once()  # within the back-off pause: not retried
+    assert registry.loads.count("2") == 1
+    failure.retry_at = 0.0  # the pause is over
+    watcher.poll_once()
+    assert registry.loads.count("2") == 2 and watcher.status.failures["champion"].attempts == 2
+    registry.broken = set()
+    watcher.status.failures["champion"].retry_at = 0.0
+    watcher.poll_once()
+    assert versions(watcher) == ("2", None) and watcher.status.failures == {}
+
+
+def test_a_failing_warm_up_is_a_failed_load(registry: Registry) -> None:
+    def refuse(model: LoadedModel) -> None:
+        raise RuntimeError("cannot score its own example")
+
+    watcher = ModelWatcher(registry, warm_up=refuse, poll_seconds=0.01)
+    registry.alias_map = {"champion": "1"}
+    watcher.poll_once()
+    assert watcher.models.primary is None
+    assert "cannot score" in watcher.status.failures["champion"].error
+
+
+def test_removed_aliases_keep_the_champion_but_drop_the_challenger(registry: Registry, watcher) -> None:
+    registry.alias_map = {"champion": "1", "challenger": "2"}
+    watcher.poll_once()
+    registry.alias_map = {}
+    watcher.poll_once()
+    assert versions(watcher) == ("1", None)
+
+
+def test_an_unreachable_registry_keeps_serving_and_says_so(registry: Registry, watcher) -> None:
+    registry.alias_map = {"champion": "1"}
+    watcher.poll_once()
+    registry.down = True
+    watcher.poll_once()
+    assert versions(watcher) == ("1", None)
+    assert "unreachable" in watcher.status.last_poll_error
+    registry.down = False
+    watcher.poll_once()
+    assert watcher.status.last_poll_error is None
+
+
+def test_the_background_thread_follows_the_registry(registry: Registry, watcher) -> None:
+    import time
+
+    registry.alias_map = {"champion": "1"}
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while watcher.models.primary is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert versions(watcher) == ("1", None)
+    finally:
+        watcher.stop()
+    assert watcher.describe()["champion"]["version"] == "1"

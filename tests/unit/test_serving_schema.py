@@ -1,0 +1,144 @@
+"""The request contract: what /predict accepts, how it says what is wrong, and the frame it builds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from mlops.config import FeaturesConfig
+from mlops.errors import ConfigError
+from serving.schema import FeatureSchema, InputError
+
+FEATURES = FeaturesConfig(numeric=["distance", "temp"], categorical=["carrier", "origin"])
+GOOD = {"distance": 1400.0, "temp": 21.5, "carrier": "UA", "origin": "EWR"}
+
+
+@pytest.fixture(scope="module")
+def schema() -> FeatureSchema:
+    return FeatureSchema(FEATURES)
+
+
+def body(payload: object) -> bytes:
+    return json.dumps(payload).encode()
+
+
+ACCEPTED = {
+    "wrapped": body({"records": [GOOD]}),
+    "bare list": body([GOOD, GOOD]),
+    "nulls": body([{**GOOD, "temp": None, "carrier": None}]),
+    "integer for a float": body([{**GOOD, "distance": 1400}]),
+    "unseen category": body([{**GOOD, "carrier": "ZZ-never-seen"}]),
+    "with a key": body([{**GOOD, "key": "2013|6|1|UA|1545|515|EWR"}]),
+}
+# name -> (body, status, text the message must contain)
+REFUSED = {
+    "malformed JSON": (b'{"records": [', 400, "not valid JSON"),
+    "trailing garbage": (body([GOOD]) + b" x", 400, "not valid JSON"),
+    "not UTF-8": (b'[{"carrier": "\xff"}]', 400, "not valid JSON"),
+    "missing field": (
+        body({"records": [{k: v for k, v in GOOD.items() if k != "temp"}]}),
+        422,
+        "records.0.temp: Field required",
+    ),
+    "string for a number": (body([{**GOOD, "temp": "21.5"}]), 422, "temp: Input should be a valid number"),
+    "bool for a number": (body([{**GOOD, "temp": True}]), 422, "temp: Input should be a valid number"),
+    "number for a string": (body([{**GOOD, "carrier": 7}]), 422, "carrier: Input should be a valid string"),
+    "NaN": (body([GOOD]).replace(b"21.5", b"NaN"), 422, "temp: Input should be a finite number"),
+    "Infinity": (body([GOOD]).replace(b"21.5", b"-Infinity"), 422, "temp: Input should be a finite number"),
+    "overflow": (body([GOOD]).replace(b"21.5", b"1e999"), 422, "temp: Input should be a finite number"),
+    "extra field": (body([{**GOOD, "tailnum": "N14228"}]), 422, "tailnum: Extra inputs are not permitted"),
+    "extra top-level field": (body({"records": [GOOD], "x": 1}), 422, "x: Extra inputs are not permitted"),
+    "empty list": (body({"records": []}), 422, "at least one"),
+    "empty bare list": (body([]), 422, "at least one"),
+    "records not a list": (body({"records": GOOD}), 422, "records: Input should be a valid"),
+    "record not an object": (body([[1400.0, 21.5, "UA", "EWR"]]), 422, "0: Input should be an object"),
+    "a string body": (body("hello"), 422, "Input should be"),
+    "numeric key": (body([{**GOOD, "key": 5}]), 422, "key: Input should be a valid string"),
+    "empty body": (b"", 400, "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_accepted_by_both_validators(schema: FeatureSchema, name: str) -> None:
+    raw = ACCEPTED[name]
+    parsed = schema.parse(raw, max_records=10)
+    adapter = schema._bare_adapter if raw.startswith(b"[") else schema._wrapped_adapter
+    adapter.validate_json(raw)  # the pydantic model agrees: no ValidationError
+    assert len(parsed) >= 1
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_refused_with_the_field_and_the_reason(schema: FeatureSchema, name: str) -> None:
+    raw, status, text = REFUSED[name]
+    with pytest.raises(InputError) as caught:
+        schema.parse(raw, max_records=10)
+    assert caught.value.status == status, caught.value.message
+    assert text in caught.value.message
+    if status == 422 and "at least one" not in text:
+        # The field-by-field report is the pydantic model's own verdict.
+        adapter = schema._bare_adapter if raw.lstrip().startswith(b"[") else schema._wrapped_adapter
+        with pytest.raises(ValidationError):
+            adapter.validate_json(raw)
+        assert caught.value.errors and caught.value.errors[0]["loc"][0] == "body"
+
+
+def test_too_many_records_is_413(schema: FeatureSchema) -> None:
+    with pytest.raises(InputError) as caught:
+        schema.parse(body([GOOD] * 11), max_records=10)
+    assert caught.value.status == 413 and "serving.max_records" in caught.value.message
+
+
+def test_errors_are_capped_on_a_large_bad_batch(schema: FeatureSchema) -> None:
+    with pytest.raises(InputError) as caught:
+        schema.parse(body([{"distance": "x"}] * 500), max_records=1000)
+    assert len(caught.value.errors) == 20
+    assert "more" in caught.value.message
+
+
+def test_frame_has_training_dtypes_and_nan_for_missing(schema: FeatureSchema) -> None:
+    parsed = schema.parse(
+        body([{**GOOD, "distance": 1400, "key": "k1"}, {**GOOD, "temp": None, "origin": None}]), 10
+    )
+    frame, keys = schema.to_frame(parsed.records)
+    assert list(frame.columns) == ["distance", "temp", "carrier", "origin"]
+    assert frame["distance"].dtype == np.float64 and frame["temp"].dtype == np.float64
+    assert frame["carrier"].dtype == object
+    assert frame.loc[0, "distance"] == 1400.0
+    assert np.isnan(frame.loc[1, "temp"])
+    # A missing category is NaN, as in the training frame, not None.
+    assert isinstance(frame.loc[1, "origin"], float) and np.isnan(frame.loc[1, "origin"])
+    assert keys == ["k1", None]
+
+
+def test_missing_row_is_one_row_of_all_missing(schema: FeatureSchema) -> None:
+    row = schema.missing_row()
+    assert row.shape == (1, 4) and row.isna().all().all()
+
+
+def test_openapi_schema_lists_every_feature(schema: FeatureSchema) -> None:
+    body_schema, definitions = schema.openapi_request_schema("#/components/schemas/{model}")
+    record = definitions["Record"]
+    assert set(record["properties"]) == {"distance", "temp", "carrier", "origin", "key"}
+    assert set(record["required"]) == {"distance", "temp", "carrier", "origin"}
+    assert record["additionalProperties"] is False
+    assert len(body_schema["anyOf"]) == 2  # {"records": [...]} or a bare list
+
+
+def test_a_feature_named_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="reserves"):
+        FeatureSchema(FeaturesConfig(numeric=["key"], categorical=[]))
+
+
+def test_conform_gives_a_logged_example_the_service_types(schema: FeatureSchema) -> None:
+    import pandas as pd
+
+    example = pd.DataFrame(
+        {"distance": [1400, None], "temp": [21.5, 3], "carrier": ["UA", None], "origin": [None, "EWR"]}
+    )
+    frame = schema.conform(example)
+    assert list(frame.columns) == ["distance", "temp", "carrier", "origin"]
+    assert (frame.dtypes[["distance", "temp"]] == np.float64).all()
+    assert frame["carrier"].dtype == object and isinstance(frame.loc[1, "carrier"], float)
