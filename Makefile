@@ -11,8 +11,9 @@ STAMP := $(VENV)/.installed
 START ?= 2013-01
 END ?= 2013-06
 SAMPLE ?=
+MONITOR ?= 2013-07 2013-08 2013-09
 
-.PHONY: venv lock up down status seed train demo test lint bench
+.PHONY: venv lock up down status seed train serve demo demo-monitor replay test lint bench bench-serving bench-drift
 
 venv: $(STAMP)
 
@@ -47,8 +48,27 @@ seed: venv
 train: venv
 	$(BIN)/mlops train --start $(START) --end $(END)
 
+serve: venv
+	$(BIN)/mlops serve
+
+# Train on January–June, then let the gates judge the new version on July (exit 2 = the
+# gates rejected it, which is a result, not an error).
 demo: venv up seed
 	$(BIN)/mlops train --start 2013-01 --end 2013-06
+	$(BIN)/mlops promote --eval-period 2013-07 || [ $$? -eq 2 ]
+
+# The months after the demo's training, each against the champion (exit 3: retrain, 4: cannot judge).
+demo-monitor: venv up
+	@for period in $(MONITOR); do \
+		$(BIN)/mlops monitor --period $$period; code=$$?; \
+		case $$code in 0|3|4) ;; *) exit $$code ;; esac; \
+	done
+	@$(BIN)/mlops status | grep -E "evidently|mlflow " || true
+	@echo "Reports: the Evidently UI above (project '<project> / <model>'), and one MLflow run per month"
+	@echo "in the monitoring experiment, with monitoring/report.html and summary.json as artifacts."
+
+replay: venv up
+	$(BIN)/mlops replay --start 2013-01 --end 2013-12
 
 test: venv
 	$(BIN)/pytest -q tests
@@ -59,3 +79,9 @@ lint: venv
 
 bench: venv
 	$(BIN)/python bench/training_overhead.py
+
+bench-serving: venv
+	$(BIN)/python bench/serving.py
+
+bench-drift: venv
+	$(BIN)/python bench/drift.py

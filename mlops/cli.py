@@ -90,23 +90,29 @@ def get_config(ctx: typer.Context) -> ProjectConfig:
 @app.command()
 @handle_errors
 def up(ctx: typer.Context) -> None:
-    """Start the Prefect and MLflow servers in the background (no-op if already up)."""
+    """Start Prefect, MLflow, the Evidently UI and the deployments in the background (no-op if up)."""
     from mlops.stack import start_stack
 
     config = get_config(ctx)
-    with console.status("starting Prefect and MLflow servers..."):
-        info = start_stack(config)
+    with console.status("starting Prefect, MLflow, Evidently and the deployments..."):
+        info = start_stack(config, config_file=Path(ctx.obj).resolve())
     verb = f"started {', '.join(info.started)} in {info.seconds:.1f} s" if info.started else "already up"
     console.print(f"[green]stack {verb}[/green]")
     console.print(f"Prefect UI:  {info.prefect_ui_url}  (pid {info.prefect_pid or '-'})")
     console.print(f"Prefect API: {info.prefect_api_url}")
     console.print(f"MLflow UI:   {info.mlflow_url}  (pid {info.mlflow_pid or '-'})")
+    if info.evidently_url:
+        console.print(f"Evidently:   {info.evidently_url}  (pid {info.evidently_pid or '-'})")
+    if info.deployments_pid:
+        console.print(
+            f"Deployments: {info.prefect_ui_url}/deployments  (served by pid {info.deployments_pid})"
+        )
 
 
 @app.command()
 @handle_errors
 def down(ctx: typer.Context) -> None:
-    """Stop the servers started by `mlops up`."""
+    """Stop everything `mlops up` started."""
     from mlops.stack import stop_stack
 
     stopped = stop_stack(get_config(ctx))
@@ -116,7 +122,7 @@ def down(ctx: typer.Context) -> None:
 @app.command()
 @handle_errors
 def status(ctx: typer.Context) -> None:
-    """Show each server's URL, pid and health."""
+    """Show each service's URL, pid and health."""
     from rich.table import Table
 
     from mlops.stack import stack_status
@@ -199,6 +205,302 @@ def train(
     console.print(f"  Prefect run      {outcome.prefect_run_url}")
     console.print(f"  MLflow run       {outcome.mlflow_run_url}")
     console.print(f"  model version    {outcome.model_version_url}")
+
+
+@app.command()
+@handle_errors
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: serving.workers).")] = None,
+) -> None:
+    """Serve the registry's champion over HTTP: POST /predict, GET /ready, /model, /docs."""
+    import httpx
+
+    from mlops.errors import ServiceUnavailableError
+
+    config = get_config(ctx)
+    tracking = config.stack.tracking_uri.rstrip("/")
+    if tracking.startswith("http"):
+        try:
+            httpx.get(f"{tracking}/health", timeout=5).raise_for_status()
+        except httpx.HTTPError:
+            raise ServiceUnavailableError(
+                f"MLflow tracking server at {tracking} does not answer: run `mlops up`"
+            ) from None
+    from serving.app import run_server
+
+    settings = config.serving
+    host, port = host or settings.host, port or settings.port
+    console.print(
+        f"serving {config.registry.model_name}@champion on http://{host}:{port}"
+        f" (mode {settings.mode}; docs at /docs; predictions logged to {settings.prediction_log_uri})"
+    )
+    run_server(config, str(Path(ctx.obj).resolve()), host, port, workers or settings.workers)
+
+
+@app.command()
+@handle_errors
+def compare(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="First day of logged traffic, YYYY-MM-DD (UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (UTC).")] = None,
+) -> None:
+    """Champion vs challenger on logged traffic, once labels have landed (joined on record keys)."""
+    from datetime import date
+
+    from mlops.errors import ConfigError
+    from serving.compare import compare_logged_traffic
+
+    try:
+        first = date.fromisoformat(since) if since else None
+        last = date.fromisoformat(until) if until else None
+    except ValueError:
+        raise ConfigError(f"--since/--until must be dates like 2026-01-31, got {since!r}/{until!r}") from None
+    result = compare_logged_traffic(get_config(ctx), first, last)
+    console.print(
+        f"{result.logged_rows} logged rows, {result.keyed_rows} with a key, {result.labelled_rows} joined to a label"
+    )
+    if result.arms:
+        # Plain columns, not a rich table: numbers must not be cut to fit a narrow terminal.
+        metrics = ["roc_auc", "pr_auc", "brier", "log_loss"]
+        header = f"{'arm':<11}{'version':>8}  {'mode':<12}{'served':<8}{'logged':>9}{'labelled':>9}"
+        console.print(header + "".join(f"{m:>10}" for m in metrics), highlight=False)
+        for arm in result.arms:
+            row = (
+                f"{arm.arm:<11}{arm.model_version:>8}  {','.join(arm.modes):<12}"
+                f"{'yes' if arm.served else 'shadow':<8}{arm.logged_rows:>9}{arm.labelled_rows:>9}"
+            )
+            values = "".join(
+                f"{arm.metrics[m]:>10.4f}" if m in arm.metrics else f"{'-':>10}" for m in metrics
+            )
+            console.print(row + values, highlight=False)
+    if result.paired_roc_auc:
+        pair = ", ".join(f"{arm} {auc:.4f}" for arm, auc in result.paired_roc_auc.items())
+        console.print(f"paired on {result.paired_rows} rows both arms scored (shadow): ROC-AUC {pair}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def promote(
+    ctx: typer.Context,
+    eval_period: Annotated[
+        str | None,
+        typer.Option(help="Month to judge on, YYYY-MM; default: the month after the challenger's data."),
+    ] = None,
+    challenger_version: Annotated[
+        str | None, typer.Option(help="Version to judge; default: the `challenger` alias.")
+    ] = None,
+    approval: Annotated[
+        bool | None,
+        typer.Option(
+            "--approval/--no-approval", help="Pause for approval in the Prefect UI; default: config."
+        ),
+    ] = None,
+) -> None:
+    """Run the promotion gates: the challenger becomes champion only if it passes them all.
+
+    Exits 0 when promoted, 2 when rejected (the reasons are printed and recorded).
+    """
+    from rich.table import Table
+
+    from mlops.stack import client_settings, require_servers
+
+    config = get_config(ctx)
+    if eval_period is not None:
+        period_range(eval_period, eval_period)
+    require_servers(config)
+    from flows.promotion import PromotionRequest, promotion
+
+    quiet_user_error_tracebacks()
+    with client_settings(config):
+        decision = promotion(
+            PromotionRequest(
+                config_path=str(Path(ctx.obj).resolve()),
+                eval_period=eval_period,
+                challenger_version=challenger_version,
+                require_approval=approval,
+            )
+        )
+    table = Table("gate", "status", "value", "threshold", "detail")
+    table.columns[0].no_wrap = True
+    for gate in decision.gates:
+        row = gate.as_row()
+        colour = {"passed": "green", "failed": "red"}.get(row["status"], "yellow")
+        value = "" if row["value"] is None else f"{row['value']:.4g}"
+        table.add_row(
+            gate.name, f"[{colour}]{row['status']}[/{colour}]", value, row["threshold"], row["detail"]
+        )
+    console.print(table)
+    verdict = "[green]promoted[/green]" if decision.promoted else "[red]rejected[/red]"
+    console.print(f"{decision.model_name} v{decision.challenger_version}: {verdict}")
+    for reason in decision.reasons:
+        console.print(f"  - {reason}", markup=False, highlight=False)
+    console.print(f"champion:    {decision.champion_version or '-'}")
+    console.print(f"previous:    {decision.previous_version or '-'}")
+    console.print(f"MLflow run:  {decision.mlflow_run_url}")
+    console.print(f"Prefect run: {decision.prefect_run_url}")
+    if not decision.promoted:
+        raise typer.Exit(code=2)
+
+
+@app.command()
+@handle_errors
+def rollback(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option(help="Why: recorded on both versions and in MLflow.")],
+) -> None:
+    """Move the `champion` alias back to the `previous` version."""
+    from mlops.stack import client_settings, require_servers
+
+    config = get_config(ctx)
+    require_servers(config)
+    from flows.promotion import rollback as rollback_flow
+
+    quiet_user_error_tracebacks()
+    with client_settings(config):
+        outcome = rollback_flow(config_path=str(Path(ctx.obj).resolve()), reason=reason)
+    console.print(
+        f"[green]{outcome.model_name}: champion v{outcome.rolled_back_version}"
+        f" -> v{outcome.champion_version}[/green]"
+    )
+    console.print(f"MLflow run:  {outcome.mlflow_run_url}")
+    console.print(f"Prefect run: {outcome.prefect_run_url}")
+
+
+@app.command()
+@handle_errors
+def monitor(
+    ctx: typer.Context,
+    period: Annotated[
+        str | None, typer.Option(help="Landed month to judge, YYYY-MM; default: the newest one.")
+    ] = None,
+    log: Annotated[
+        bool, typer.Option("--log", help="Judge the served rows of the prediction log instead.")
+    ] = False,
+    first_day: Annotated[str | None, typer.Option(help="--log: first day, YYYY-MM-DD (UTC).")] = None,
+    last_day: Annotated[str | None, typer.Option(help="--log: last day, YYYY-MM-DD; default: today.")] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="Version to judge against; default: the champion.")
+    ] = None,
+) -> None:
+    """Judge a batch against the data the champion was trained on: drift and performance.
+
+    Exits 0 for no drift, 3 when the verdict asks for retraining, 4 when it cannot judge.
+    """
+    from datetime import date
+
+    from mlops.errors import ConfigError
+    from mlops.stack import client_settings, require_servers
+
+    config = get_config(ctx)
+    if period is not None:
+        period_range(period, period)
+    try:
+        first = date.fromisoformat(first_day) if first_day else None
+        last = date.fromisoformat(last_day) if last_day else None
+    except ValueError:
+        raise ConfigError(
+            f"--first-day/--last-day must be dates like 2026-01-31, got {first_day!r}/{last_day!r}"
+        ) from None
+    require_servers(config)
+    from flows.monitoring import MonitoringRequest, monitoring
+    from mlops.progress import run_with_progress
+    from tasks.drift import CANNOT_JUDGE
+
+    quiet_user_error_tracebacks()
+    request = MonitoringRequest(
+        config_path=str(Path(ctx.obj).resolve()),
+        source="prediction_log" if log else "landing",
+        period=period,
+        first_day=first,
+        last_day=last,
+        model_version=model_version,
+    )
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the summary has the links
+    with client_settings(config):
+        outcome = run_with_progress("monitoring", lambda: monitoring(request), console)
+    colour = (
+        "green" if outcome.verdict == "no_drift" else "yellow" if outcome.verdict == CANNOT_JUDGE else "red"
+    )
+    console.print(
+        f"{outcome.batch} against {outcome.model_name} v{outcome.model_version}:"
+        f" [{colour}]{outcome.verdict}[/{colour}]"
+    )
+    for reason in outcome.reasons:
+        console.print(f"  - {reason}", markup=False, highlight=False)
+    for key in ("drift_share", "prediction_drift", "current_roc_auc", "reference_roc_auc"):
+        if key in outcome.figures:
+            console.print(f"  {key:<18}{outcome.figures[key]:.4f}")
+    console.print(f"MLflow run:    {outcome.mlflow_run_url}")
+    if outcome.report_url:
+        console.print(f"HTML report:   {outcome.report_url}")
+    if outcome.evidently_url:
+        console.print(f"Evidently UI:  {outcome.evidently_url}")
+    console.print(f"Prefect run:   {outcome.prefect_run_url}")
+    if outcome.retrain:
+        raise typer.Exit(code=3)
+    if outcome.verdict == CANNOT_JUDGE:
+        raise typer.Exit(code=4)
+
+
+@app.command()
+@handle_errors
+def replay(
+    ctx: typer.Context,
+    start: Annotated[str, typer.Option(help="First month, YYYY-MM.")] = "2013-01",
+    end: Annotated[str, typer.Option(help="Last month, YYYY-MM.")] = "2013-12",
+    bootstrap_months: Annotated[int, typer.Option(help="Months the first model trains on.")] = 3,
+) -> None:
+    """Play production month by month: monitor, retrain on drift, gate, move on; plot the timeline.
+
+    Works under its own registry names (`<model>-replay`): the real champion is never touched.
+    """
+    from rich.table import Table
+
+    from mlops.stack import client_settings, require_servers
+
+    config = get_config(ctx)
+    period_range(start, end)
+    require_servers(config)
+    from flows.replay import ReplayRequest
+    from flows.replay import replay as replay_flow
+
+    quiet_user_error_tracebacks()
+    request = ReplayRequest(
+        config_path=str(Path(ctx.obj).resolve()), start=start, end=end, bootstrap_months=bootstrap_months
+    )
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    with client_settings(config):
+        outcome = replay_flow(request)
+    table = Table(
+        "month", "champion", "verdict", "drift share", "ROC-AUC", "never retrained", "retrained", "decision"
+    )
+    for row in outcome.rows:
+        table.add_row(
+            row.period,
+            f"v{row.champion_version}",
+            row.verdict,
+            "-" if row.drift_share is None else f"{row.drift_share:.2f}",
+            "-" if row.champion_roc_auc is None else f"{row.champion_roc_auc:.4f}",
+            "-" if row.frozen_roc_auc is None else f"{row.frozen_roc_auc:.4f}",
+            f"v{row.retrained_version}" if row.retrained_version else "-",
+            row.decision,
+        )
+    console.print(table, width=max(console.width, 130))  # whole verdicts, even in a narrow pipe
+    for note in outcome.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    loop, frozen = outcome.mean("champion_roc_auc"), outcome.mean("frozen_roc_auc")
+    if loop is not None and frozen is not None:
+        console.print(
+            f"mean ROC-AUC: {loop:.4f} with the loop, {frozen:.4f} never retrained ({loop - frozen:+.4f})"
+        )
+    console.print(f"timeline:    {outcome.timeline_png}")
+    console.print(f"MLflow run:  {outcome.mlflow_run_url}")
+    console.print(f"Prefect run: {outcome.prefect_run_url}")
 
 
 if __name__ == "__main__":

@@ -163,6 +163,100 @@ class RegistryConfig(Strict):
     experiment: str
 
 
+class QualityGateConfig(Strict):
+    min_roc_auc: float = Field(0.65, ge=0, le=1)
+    max_brier: float = Field(0.2, ge=0, le=1)
+
+
+class ChampionGateConfig(Strict):
+    min_roc_auc_gain: float = Field(0.0, ge=0, le=1)  # point estimate, challenger minus champion
+    bootstrap_resamples: int = Field(1000, ge=100)  # paired resamples for the confidence interval
+    confidence: float = Field(0.95, gt=0.5, lt=1)  # its lower bound must be above zero
+
+
+class SliceGateConfig(Strict):
+    columns: list[str] = []  # one gate per column: no value of it may lose much to the champion
+    max_roc_auc_drop: float = Field(0.03, ge=0, le=1)
+    min_rows: int = Field(200, ge=10)  # smaller slices are skipped (and listed as skipped)
+
+
+class OperationalGateConfig(Strict):
+    max_p95_latency_ms: float = Field(50.0, gt=0)  # one-row predict, in a fresh process
+    min_rows_per_second: float = Field(20000.0, gt=0)  # one batch predict of `batch_rows`
+    max_artifact_mb: float = Field(100.0, gt=0)
+    latency_calls: int = Field(200, ge=20)
+    batch_rows: int = Field(10000, ge=100)
+    timeout_seconds: float = Field(300.0, gt=0)  # the whole probe: download, load, measure
+
+
+class ApprovalConfig(Strict):
+    required: bool = False  # pause for a human once the automated gates pass
+    timeout_seconds: int = Field(3600, ge=1)  # no answer by then counts as a rejection
+    poll_seconds: int = Field(10, ge=1)
+
+
+class PromotionConfig(Strict):
+    seed: int = 42
+    lock_timeout_seconds: float = Field(900.0, gt=0)  # wait this long for another promotion to end
+    quality: QualityGateConfig = QualityGateConfig()
+    champion: ChampionGateConfig = ChampionGateConfig()
+    slices: SliceGateConfig = SliceGateConfig()
+    operational: OperationalGateConfig = OperationalGateConfig()
+    approval: ApprovalConfig = ApprovalConfig()
+
+
+class ServingConfig(Strict):
+    """The prediction service (`mlops serve`): where it listens, how it splits traffic
+    between champion and challenger, and where it logs every prediction."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=32)  # processes; each loads the models and polls the registry
+    poll_seconds: float = Field(10.0, gt=0)  # how often the registry is asked where the aliases point
+    mode: Literal["none", "shadow", "canary", "ab"] = "none"
+    canary_share: float = Field(0.05, ge=0, le=1)  # canary: share of routing keys sent to the challenger
+    ab_split: float = Field(0.5, ge=0, le=1)  # ab: share of routing keys in arm B (the challenger)
+    routing_header: str = "X-Routing-Key"  # sticky key of a request when its records carry no `key`
+    prediction_log_uri: str = "state/predictions"  # a local folder, or s3://bucket/prefix
+    log_flush_seconds: float = Field(2.0, gt=0)
+    log_flush_rows: int = Field(20000, ge=1)
+    max_records: int = Field(20000, ge=1)  # records in one request; more is a 413
+    max_body_bytes: int = Field(32 * 2**20, ge=1024)  # request body; more is a 413
+    batch_max_rows: int = Field(2048, ge=1)  # concurrent requests are scored together up to this
+    batch_wait_ms: float = Field(0.0, ge=0, le=100)  # extra wait to gather a micro-batch
+
+
+# Distances only: a score at or above its threshold is drift whatever the batch size, where a
+# p-value would flag any shift in a batch of 28k rows.
+NumericDriftMethod = Literal["wasserstein", "psi", "hellinger", "jensenshannon", "kl_div"]
+CategoricalDriftMethod = Literal["jensenshannon", "psi", "hellinger", "kl_div"]
+
+
+class MonitoringConfig(Strict):
+    """Drift monitoring (`mlops monitor`): which columns are compared with which distance, and
+    when a batch calls for retraining; the schedules of the served deployments."""
+
+    experiment: str = "monitoring"  # MLflow experiment: one run per monitored batch
+    exclude_columns: list[str] = []  # features no new batch can share with the reference (the month)
+    key_features: list[str] = []  # drift in any one of these alone calls for retraining
+    numeric_method: NumericDriftMethod = "wasserstein"  # Evidently stattest name
+    categorical_method: CategoricalDriftMethod = "jensenshannon"
+    threshold: float = Field(0.1, gt=0)  # a column whose score reaches this has drifted
+    column_thresholds: dict[str, float] = {}  # per-column overrides of `threshold`
+    drift_share: float = Field(0.5, gt=0, le=1)  # this share of drifted columns makes the batch drifted
+    prediction_threshold: float = Field(0.1, gt=0)  # drift score of the champion's predicted probability
+    label_threshold: float = Field(0.1, gt=0)  # drift score of the label
+    max_roc_auc_drop: float = Field(0.03, ge=0, le=1)  # below the champion's holdout ROC-AUC
+    min_rows: int = Field(200, ge=1)  # fewer rows in a batch cannot be judged
+    max_unassessable_share: float = Field(0.5, ge=0, le=1)  # more columns than this unassessable: no verdict
+    reference_max_rows: int | None = Field(None, ge=1000)  # seeded sample of the reference (speed)
+    retrain_window: int = Field(6, ge=2)  # months a retraining uses, the last one as its holdout
+    monitoring_cron: str = "0 6 2 * *"  # the newest landed month, once it has landed
+    retraining_cron: str = "0 7 3 1,4,7,10 *"
+    timezone: str = "UTC"  # of the cron schedules
+    workspace_dir: str = "evidently"  # Evidently workspace under stack.state_dir (read by `evidently ui`)
+
+
 class StackConfig(Strict):
     state_dir: str = "state"
     prefect_port: int = 4200
@@ -170,6 +264,14 @@ class StackConfig(Strict):
     host: str = "127.0.0.1"
     mlflow_tracking_uri: str | None = None  # defaults to the local server of `mlops up`
     prefect_api_url: str | None = None
+    evidently_port: int = 8001  # `evidently ui` over the monitoring workspace (serving has 8000)
+    runner_port: int = 4201  # health endpoint of the process that serves the deployments
+    evidently_ui: bool = True  # started by `mlops up`
+    serve_deployments: bool = True  # schedules and triggers run only while something serves them
+
+    @property
+    def evidently_url(self) -> str:
+        return f"http://{self.host}:{self.evidently_port}"
 
     @property
     def tracking_uri(self) -> str:
@@ -192,6 +294,9 @@ class ProjectConfig(Strict):
     split: SplitConfig = SplitConfig()
     training: TrainingConfig
     registry: RegistryConfig
+    promotion: PromotionConfig = PromotionConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    serving: ServingConfig = ServingConfig()
     stack: StackConfig = StackConfig()
     # Set by `load_config`, not by the file: where relative paths resolve from.
     root: Annotated[Path, Field(exclude=True)] = Path(".")
@@ -220,7 +325,10 @@ class ProjectConfig(Strict):
     @property
     def fingerprint(self) -> str:
         """Hash of everything that changes what the pipeline computes (not where it runs)."""
-        payload = self.model_dump(mode="json", exclude={"stack", "root", "expectations_dir"})
+        # Promotion, serving and monitoring settings act after training; they do not change what it computes.
+        payload = self.model_dump(
+            mode="json", exclude={"stack", "root", "expectations_dir", "promotion", "serving", "monitoring"}
+        )
         for where in ("landing_uri", "snapshot_uri", "quarantine_uri", "s3"):
             payload["data"].pop(where)
         blob = json.dumps(payload, sort_keys=True).encode()
@@ -252,9 +360,11 @@ def save_config(config: ProjectConfig, path: str | Path) -> Path:
     data = payload["data"]
     for key in ("landing_uri", "snapshot_uri", "quarantine_uri"):
         data[key] = config.store_uri(data[key])
+    payload["serving"]["prediction_log_uri"] = config.store_uri(config.serving.prediction_log_uri)
     payload["stack"]["state_dir"] = str(config.state_dir)
     payload["expectations_dir"] = str(config.path(config.expectations_dir))
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(payload, sort_keys=False))
     return path
 

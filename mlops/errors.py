@@ -31,3 +31,7 @@ class TrainingError(MlopsError):
 
 class ServiceUnavailableError(MlopsError):
     """A server the pipeline needs (Prefect, MLflow, S3) does not answer."""
+
+
+class PromotionError(MlopsError):
+    """A promotion or rollback cannot go ahead (no challenger, nothing to roll back to, lock held)."""

@@ -1,10 +1,13 @@
-"""The local stack: a Prefect server and an MLflow tracking server as background processes.
+"""The local stack: a Prefect server and an MLflow tracking server as background processes,
+beside them the Evidently UI over the monitoring workspace, and the process that serves the
+flows' deployments (their schedules and the drift trigger run only while it runs).
 
-Each server runs detached in its own session (so `mlops up` can exit and a process-group
-signal stops the server with every child it spawned), logs to `<state_dir>/logs/<name>.log`
+Each process runs detached in its own session (so `mlops up` can exit and a process-group
+signal stops it with every child it spawned), logs to `<state_dir>/logs/<name>.log`
 and records its pid in `<state_dir>/run/<name>.pid`. Everything (ports, host, folders)
 comes from `config.stack`; a URL override (`prefect_api_url`, `mlflow_tracking_uri`) marks
-that server as external: it is checked, never started or stopped.
+that server as external: it is checked, never started or stopped. `evidently_ui` and
+`serve_deployments` turn the other two off.
 
 Only the standard library is imported at module level so the CLI stays fast; Prefect is
 imported inside `client_settings`.
@@ -27,12 +30,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlops.config import ProjectConfig
+from mlops.config import ProjectConfig, save_config
 from mlops.errors import ConfigError, ServiceUnavailableError
 
 PREFECT = "prefect"
 MLFLOW = "mlflow"
-START_TIMEOUT = 90.0  # seconds until both servers must answer their health check
+EVIDENTLY = "evidently"
+DEPLOYMENTS = "deployments"
+START_TIMEOUT = 90.0  # seconds until the servers must answer their health check (and again for
+# the deployments, which start once Prefect answers: importing every flow takes a while)
 STOP_TIMEOUT = 20.0  # seconds between SIGTERM and SIGKILL
 HEALTH_TIMEOUT = 2.0  # seconds one health request may take
 POLL_INTERVAL = 0.25
@@ -67,7 +73,10 @@ class StackInfo:
     prefect_pid: int | None
     mlflow_pid: int | None
     started: list[str] = field(default_factory=list)  # empty when all were already up
-    seconds: float = 0.0  # wall time until both servers were healthy
+    seconds: float = 0.0  # wall time until every service was healthy
+    evidently_url: str | None = None  # None when the Evidently UI is turned off
+    evidently_pid: int | None = None
+    deployments_pid: int | None = None  # the process serving the deployments
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,10 @@ class _Service:
     env: dict[str, str]
     pid_file: Path
     log_file: Path
+    enabled: bool = True  # part of the stack per the config (evidently_ui, serve_deployments)
+    markers: tuple[str, ...] = (" server ",)  # what its command line holds besides its name
+    needs_servers: bool = False  # started once Prefect and MLflow answer
+    cwd: Path | None = None
 
 
 # --- paths and service definitions -------------------------------------------------------
@@ -97,7 +110,13 @@ def _dirs(config: ProjectConfig) -> dict[str, Path]:
         "prefect_storage": state / "prefect" / "storage",
         "mlflow": state / "mlflow",
         "artifacts": state / "mlflow" / "artifacts",
+        "evidently": state / config.monitoring.workspace_dir,
     }
+
+
+def _written_config(config: ProjectConfig) -> Path:
+    """Where the deployments' config is written when the stack was given no config file."""
+    return config.state_dir / "deployments.yaml"
 
 
 def _venv_script(name: str) -> str:
@@ -114,7 +133,9 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def _services(config: ProjectConfig) -> list[_Service]:
+def _services(config: ProjectConfig, config_file: Path | None = None) -> list[_Service]:
+    """Every service the stack knows, the ones turned off in the config included (not
+    enabled), so that `stop` still finds one started before it was turned off."""
     stack = config.stack
     dirs = _dirs(config)
     prefect_home = dirs["prefect"]
@@ -183,6 +204,49 @@ def _services(config: ProjectConfig) -> list[_Service]:
             env=mlflow_env,
             pid_file=dirs["run"] / f"{MLFLOW}.pid",
             log_file=dirs["logs"] / f"{MLFLOW}.log",
+        ),
+        _Service(
+            name=EVIDENTLY,
+            url=stack.evidently_url,
+            health_url=f"{stack.evidently_url}/api/version",
+            port=stack.evidently_port,
+            managed=True,
+            enabled=stack.evidently_ui,
+            command=[
+                _venv_script("evidently"),
+                "ui",
+                "--workspace",
+                str(dirs["evidently"]),
+                "--host",
+                stack.host,
+                "--port",
+                str(stack.evidently_port),
+            ],
+            env={**_base_env(), "DO_NOT_TRACK": "1"},  # Evidently's usage telemetry stays off
+            pid_file=dirs["run"] / f"{EVIDENTLY}.pid",
+            log_file=dirs["logs"] / f"{EVIDENTLY}.log",
+            markers=(" ui ",),
+        ),
+        _Service(
+            name=DEPLOYMENTS,
+            url=f"{stack.ui_url}/deployments",
+            health_url=f"http://{stack.host}:{stack.runner_port}/health",
+            port=stack.runner_port,
+            managed=True,
+            enabled=stack.serve_deployments,
+            command=[
+                sys.executable,
+                "-m",
+                "flows.deployments",
+                "--config",
+                str((config_file or _written_config(config)).resolve()),
+            ],
+            env=_base_env(),
+            pid_file=dirs["run"] / f"{DEPLOYMENTS}.pid",
+            log_file=dirs["logs"] / f"{DEPLOYMENTS}.log",
+            markers=("flows.deployments",),
+            needs_servers=True,
+            cwd=config.root,
         ),
     ]
 
@@ -253,7 +317,9 @@ def _cmdline(pid: int) -> str | None:
 def _is_ours(pid: int, service: _Service) -> bool:
     """Guard against a recycled pid: the process must be this kind of server."""
     args = _cmdline(pid)
-    return args is None or (service.name in args and " server " in f"{args} ")
+    if args is None:
+        return True
+    return service.name in args and all(marker in f"{args} " for marker in service.markers)
 
 
 def _read_pid(service: _Service) -> int | None:
@@ -292,6 +358,7 @@ def _spawn(service: _Service) -> int:
             proc = subprocess.Popen(
                 service.command,
                 env=service.env,
+                cwd=service.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -313,17 +380,23 @@ def _exit_code(pid: int) -> int | None:
     return child.returncode if child is not None else None
 
 
-def start_stack(config: ProjectConfig, timeout: float = START_TIMEOUT) -> StackInfo:
-    """Start whichever servers are not running yet, and wait until both answer.
+def start_stack(
+    config: ProjectConfig, timeout: float = START_TIMEOUT, config_file: Path | None = None
+) -> StackInfo:
+    """Start whichever services are not running yet, and wait until each answers.
 
-    A server that is already running (per its pid file) is reused, so calling this twice
-    is a no-op returning the same pids. On failure, the servers this call started are
-    stopped again, and the error names the log file to read.
+    A service that is already running (per its pid file) is reused, so calling this twice
+    is a no-op returning the same pids. On failure, the services this call started are
+    stopped again, and the error names the log file to read. The deployments are served
+    with `config_file` as their default config (the config is written to the state folder
+    when there is no file).
     """
     t0 = time.monotonic()
     for path in _dirs(config).values():
         path.mkdir(parents=True, exist_ok=True)
-    services = _services(config)
+    if config_file is None and config.stack.serve_deployments:
+        config_file = save_config(config, _written_config(config))
+    services = [s for s in _services(config, config_file) if s.enabled]
     pids: dict[str, int | None] = {}
     started: list[str] = []
 
@@ -335,7 +408,11 @@ def start_stack(config: ProjectConfig, timeout: float = START_TIMEOUT) -> StackI
                 continue
             pid = _read_pid(service)
             args = _cmdline(pid) if pid is not None else None
-            if args is not None and f"--port {service.port} " not in f"{args} ":
+            if (
+                args is not None
+                and "--port" in service.command
+                and f"--port {service.port} " not in f"{args} "
+            ):
                 raise ConfigError(
                     f"the running {service.name} server (pid {pid}) listens on another port than"
                     f" stack.{service.name}_port={service.port}: run `mlops down`, then `mlops up`"
@@ -343,17 +420,25 @@ def start_stack(config: ProjectConfig, timeout: float = START_TIMEOUT) -> StackI
             if pid is None and _port_in_use(config.stack.host, service.port):
                 raise ConfigError(
                     f"port {service.port} on {config.stack.host} is already in use by a process"
-                    f" that is not this project's {service.name} server"
+                    f" that is not this project's {service.name} service"
                     f" (no live pid in {service.pid_file}): stop that process or set"
-                    f" stack.{service.name}_port in the config"
+                    f" stack.{_port_setting(service)} in the config"
                 )
             pids[service.name] = pid
             if pid is None:
                 to_start.append(service)
+        servers = [s for s in services if not s.needs_servers]
         for service in to_start:
-            pids[service.name] = _spawn(service)
-            started.append(service.name)
-        _wait_healthy(services, pids, t0 + timeout, timeout)
+            if not service.needs_servers:
+                pids[service.name] = _spawn(service)
+                started.append(service.name)
+        _wait_healthy(servers, pids, t0 + timeout, timeout)
+        dependents = [s for s in services if s.needs_servers]
+        for service in to_start:
+            if service.needs_servers:
+                pids[service.name] = _spawn(service)
+                started.append(service.name)
+        _wait_healthy(dependents, pids, time.monotonic() + timeout, timeout)
     except BaseException:
         # Leave nothing half-started behind (e.g. when a test fixture fails to start).
         _stop_services([s for s in services if s.name in started])
@@ -368,7 +453,14 @@ def start_stack(config: ProjectConfig, timeout: float = START_TIMEOUT) -> StackI
         mlflow_pid=pids[MLFLOW],
         started=started,
         seconds=round(time.monotonic() - t0, 2),
+        evidently_url=by_name[EVIDENTLY].url if EVIDENTLY in by_name else None,
+        evidently_pid=pids.get(EVIDENTLY),
+        deployments_pid=pids.get(DEPLOYMENTS),
     )
+
+
+def _port_setting(service: _Service) -> str:
+    return "runner_port" if service.name == DEPLOYMENTS else f"{service.name}_port"
 
 
 def _wait_healthy(
@@ -450,9 +542,13 @@ def _stop_services(services: list[_Service], timeout: float = STOP_TIMEOUT) -> l
     return sorted(running)
 
 
-def stop_stack(config: ProjectConfig, timeout: float = STOP_TIMEOUT) -> list[str]:
-    """Stop the servers this stack started (SIGTERM, then SIGKILL). Returns their names."""
-    return _stop_services([s for s in _services(config) if s.managed], timeout)
+def stop_stack(
+    config: ProjectConfig, timeout: float = STOP_TIMEOUT, only: set[str] | None = None
+) -> list[str]:
+    """Stop the services this stack started (SIGTERM, then SIGKILL), or `only` those named.
+    Returns their names."""
+    services = [s for s in _services(config) if s.managed and (only is None or s.name in only)]
+    return _stop_services(services, timeout)
 
 
 def stack_status(config: ProjectConfig) -> list[ServiceStatus]:
@@ -460,6 +556,8 @@ def stack_status(config: ProjectConfig) -> list[ServiceStatus]:
     statuses = []
     for service in _services(config):
         pid = _read_pid(service) if service.managed else None
+        if not service.enabled and pid is None:
+            continue  # turned off and not running: not part of this stack
         healthy = _healthy(service.health_url)
         statuses.append(
             ServiceStatus(

@@ -95,6 +95,10 @@ class Tracker:
     def experiment_url(self) -> str:
         return f"{self.tracking_uri}/#/experiments/{self.experiment_id}"
 
+    def artifact_url(self, run_id: str, path: str) -> str:
+        """A run's artifact shown in the MLflow UI (an HTML report renders there)."""
+        return f"{self.run_url(run_id)}/artifactPath/{path}"
+
     def version_url(self, name: str, version: str) -> str:
         return f"{self.tracking_uri}/#/models/{name}/versions/{version}"
 
@@ -219,3 +223,126 @@ class Tracker:
         self.client.update_model_version(model_name, version, description=description)
         self.client.set_registered_model_alias(model_name, CHALLENGER, version)
         return RegisteredVersion(model_name, version, info.run_id, reused=False)
+
+    # -- aliases, version tags and decision runs (promotion, rollback) ------------------
+    def aliases(self, model_name: str) -> dict[str, str]:
+        """Alias -> version of a registered model; empty when the model does not exist yet."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client.get_registered_model(model_name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise
+        return {alias: str(version) for alias, version in model.aliases.items()}
+
+    def model_version(self, model_name: str, version: str) -> ModelVersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.get_model_version(model_name, version)
+        except MlflowException as exc:
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                return None
+            raise
+        return ModelVersionInfo(
+            model_name, str(found.version), found.run_id, dict(found.tags), list(found.aliases)
+        )
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(model_name, alias, version)
+
+    def delete_alias(self, model_name: str, alias: str) -> None:
+        self.client.delete_registered_model_alias(model_name, alias)
+
+    def set_version_tags(self, model_name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(model_name, version, key, value)
+
+    def load_model(self, model_name: str, version: str) -> Any:
+        """A registered version as the scikit-learn object it was logged as."""
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+
+    def record_run(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        documents: dict[str, Any],
+    ) -> str:
+        """A finished run holding one decision. Client calls only, no active-run state, so
+        several flows in one process (threads) can record at once."""
+        import time
+
+        from mlflow.entities import Metric, Param
+
+        run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+        stamp = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+        )
+        for artifact_file, payload in documents.items():
+            self.client.log_dict(run_id, json.loads(json.dumps(payload, default=str)), artifact_file)
+        self.client.set_terminated(run_id)
+        return run_id
+
+    def log_run_files(self, run_id: str, paths: list[Path], artifact_dir: str) -> None:
+        """Attach local files to a run, finished or not."""
+        for path in paths:
+            self.client.log_artifact(run_id, str(path), artifact_dir)
+
+    def log_metric_steps(self, run_id: str, series: dict[str, list[tuple[int, float]]]) -> None:
+        """Metrics as (step, value) series, which the MLflow UI draws as lines over the steps."""
+        import time
+
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), stamp, step) for k, points in series.items() for step, v in points]
+        for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    aliases: list[str]
+
+
+def download_model(model_uri: str, destination: Path) -> Path:
+    """Fetch a model's files (e.g. `models:/name/3`) into a local folder; returns its path."""
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(destination)))
+
+
+def load_local_model(path: Path) -> Any:
+    """A downloaded scikit-learn model (skops loads only the types the model states it needs)."""
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(str(path))
+
+
+def model_input_names(path: Path) -> list[str] | None:
+    """The input columns of a downloaded model's signature; None when it was logged without one."""
+    from mlflow.models import Model
+
+    signature = Model.load(str(path)).signature
+    return None if signature is None else list(signature.inputs.input_names())
+
+
+def model_input_example(path: Path) -> pd.DataFrame | None:
+    """The rows a downloaded model was logged with as its input example, if any."""
+    from mlflow.models import Model
+
+    example = Model.load(str(path)).load_input_example(str(path))
+    return example if isinstance(example, pd.DataFrame) else None

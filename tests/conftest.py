@@ -66,7 +66,7 @@ def stack_config(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
     """The repo's mlops.yaml, with its state, landing zone and ports private to this session."""
     base = load_config(REPO_ROOT / "mlops.yaml")
     tmp = tmp_path_factory.mktemp("mlops")
-    prefect_port, mlflow_port = free_ports(2)
+    prefect_port, mlflow_port, evidently_port, runner_port = free_ports(4)
     stack = base.stack.model_copy(
         update={
             "state_dir": str(tmp / "state"),
@@ -75,6 +75,11 @@ def stack_config(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
             "mlflow_port": mlflow_port,
             "prefect_api_url": None,  # always the session's own servers
             "mlflow_tracking_uri": None,
+            "evidently_port": evidently_port,
+            "runner_port": runner_port,
+            # Started by the tests that need them (test_deployments), not for every session.
+            "evidently_ui": False,
+            "serve_deployments": False,
         }
     )
     data = base.data.model_copy(
@@ -84,7 +89,8 @@ def stack_config(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
             "quarantine_uri": str(tmp / "quarantine"),
         }
     )
-    return base.model_copy(update={"stack": stack, "data": data})
+    serving = base.serving.model_copy(update={"prediction_log_uri": str(tmp / "predictions")})
+    return base.model_copy(update={"stack": stack, "data": data, "serving": serving})
 
 
 @pytest.fixture(scope="session")
