@@ -102,6 +102,13 @@ def _quiet_prefect_console() -> Iterator[None]:
 
 def run_with_progress(flow_name: str, run: Callable[[], T], console: Console) -> T:
     """Call `run` (which runs the flow) while showing the flow's task runs live."""
+    try:
+        return _run_live(flow_name, run, console)
+    finally:
+        console.print()  # the table's last line would otherwise run into what follows
+
+
+def _run_live(flow_name: str, run: Callable[[], T], console: Console) -> T:
     since = datetime.now(UTC)
     stop = threading.Event()
     with (
