@@ -396,4 +396,4 @@ def test_evidently_measures_real_drift_and_ignores_unassessable_columns(config, 
 def test_the_dashboard_lists_each_panel_once() -> None:
     model = dashboard(["temp", "carrier"])
     ids = [panel for tab in model.tabs for panel in tab.panels]
-    assert len(ids) == len(set(ids)) == len(model.panels) == 5
+    assert len(ids) == len(set(ids)) == len(model.panels) == 4
