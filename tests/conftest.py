@@ -103,8 +103,10 @@ def stack(stack_config: ProjectConfig) -> Iterator[StackInfo]:
         # Send the flows' buffered logs while the server still listens, not after.
         from prefect.logging.handlers import APILogWorker
 
-        APILogWorker.drain_all(timeout=10)
-        stop_stack(stack_config)
+        try:
+            APILogWorker.drain_all(timeout=10)
+        finally:
+            stop_stack(stack_config)  # even if draining fails: never leak servers
 
 
 @pytest.fixture(scope="session")
