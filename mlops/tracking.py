@@ -136,11 +136,6 @@ class Tracker:
 
         mlflow.log_dict(json.loads(json.dumps(payload, default=str)), artifact_file)
 
-    def log_file(self, path: Path, artifact_dir: str) -> None:
-        import mlflow
-
-        mlflow.log_artifact(str(path), artifact_dir)
-
     def log_dir(self, path: Path, artifact_dir: str) -> None:
         import mlflow
 
