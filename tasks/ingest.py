@@ -7,8 +7,10 @@ A file that cannot be read as a table is quarantined with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -21,6 +23,10 @@ from mlops.storage import Store, sha256_bytes
 
 READERS = {".parquet": "parquet", ".csv": "csv"}
 PARQUET_MAGIC = b"PAR1"
+# Text that states an instant unambiguously (an ISO 8601 date-time with "Z" or a UTC offset).
+# CSV has no types: such a column is what a Parquet timestamp column becomes in a CSV export.
+ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})")
+OTHER_DELIMITERS = (";", "\t", "|")
 
 
 @dataclass(frozen=True)
@@ -88,14 +94,36 @@ def read_table(data: bytes, name: str) -> pd.DataFrame:
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise BadBatchError(f"{name}: Parquet file is corrupt ({type(exc).__name__}: {exc})") from None
     else:
-        try:
-            frame = pd.read_csv(io.BytesIO(data), encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadBatchError(f"{name}: CSV is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise BadBatchError(f"{name}: CSV cannot be parsed ({exc})") from None
+        frame = _read_csv(data, name)
     if frame.empty:
         raise BadBatchError(f"{name}: table has no rows")
+    return frame
+
+
+def _read_csv(data: bytes, name: str) -> pd.DataFrame:
+    try:
+        # utf-8-sig: a spreadsheet's byte-order mark must not end up in the first column's name
+        frame = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadBatchError(f"{name}: CSV is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise BadBatchError(f"{name}: CSV cannot be parsed ({exc})") from None
+    if len(frame.columns) == 1:
+        header = str(frame.columns[0])
+        used = [d for d in OTHER_DELIMITERS if d in header]
+        if used:
+            raise BadBatchError(
+                f"{name}: CSV has a single column {header[:60]!r}: its fields look separated by"
+                f" {used[0]!r}; write it comma-separated"
+            )
+    for column in frame.select_dtypes(include="object").columns:
+        values = frame[column].dropna()
+        if not (len(values) and isinstance(values.iloc[0], str) and ISO_INSTANT.fullmatch(values.iloc[0])):
+            continue  # the first value decides cheaply for the usual text columns
+        if values.map(lambda v: isinstance(v, str) and bool(ISO_INSTANT.fullmatch(v))).all():
+            # e.g. month 13: left as text, for validation to name the column
+            with contextlib.suppress(ValueError, OverflowError):
+                frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     return frame
 
 
