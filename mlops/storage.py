@@ -30,6 +30,10 @@ def safe_key(key: str) -> str:
     return str(path)
 
 
+class MissingKeyError(LandingError):
+    """The key is not in the store (and only that: not a permission or server error)."""
+
+
 class Store(Protocol):
     uri: str
 
@@ -80,11 +84,20 @@ class LocalStore:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise LandingError(f"cannot write {path}: {exc.strerror}") from None
+            raise LandingError(
+                f"cannot write {path}: {exc.strerror}; check that {self.root} is writable"
+                " and its disk has room, then run again"
+            ) from None
         return str(path)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        try:
+            return path.is_file()
+        except OSError as exc:  # e.g. a folder it may not enter: an error, not "missing"
+            raise LandingError(
+                f"cannot check {path}: {exc.strerror}; check the permissions of {self.root}"
+            ) from None
 
     def list(self, prefix: str = "") -> list[str]:
         base = self.root / prefix if prefix else self.root
@@ -113,13 +126,14 @@ class S3Store:
         self.uri = uri.rstrip("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.settings = settings
         self.client = boto3.client(
             "s3",
             endpoint_url=settings.endpoint_url,
             region_name=settings.region,
             config=Config(
                 # total_max_attempts counts the first try too, unlike retries.max_attempts
-                retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
+                retries={"total_max_attempts": settings.max_attempts, "mode": settings.retry_mode},
                 connect_timeout=settings.connect_timeout,
                 read_timeout=settings.read_timeout,
                 # boto3 >= 1.36 adds checksums that older MinIO releases reject
@@ -141,14 +155,30 @@ class S3Store:
         try:
             return fn(Bucket=self.bucket, **kwargs)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            error = exc.response.get("Error", {})
+            code, message = error.get("Code", ""), error.get("Message", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if code in {"NoSuchKey", "404", "NotFound"}:
-                raise LandingError(f"{what}: not found") from None
+                raise MissingKeyError(f"{what}: not found") from None
             if code == "NoSuchBucket":
                 raise LandingError(f"{what}: bucket {self.bucket!r} does not exist") from None
-            raise LandingError(f"{what}: {code} {exc.response.get('Error', {}).get('Message', '')}") from None
+            if code in {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+                raise LandingError(
+                    f"{what}: access denied ({code} {message}): give these credentials read/write"
+                    f" access to bucket {self.bucket!r}, or check AWS_ACCESS_KEY_ID/AWS_PROFILE"
+                ) from None
+            if status >= 500:
+                raise ServiceUnavailableError(
+                    f"{what}: S3 answered {status} {code} {message} after {self.settings.max_attempts}"
+                    f" attempt(s); try again later, or raise data.s3.max_attempts"
+                ) from None
+            raise LandingError(f"{what}: {code} {message}") from None
         except BotoCoreError as exc:
-            raise ServiceUnavailableError(f"{what}: S3 endpoint did not answer ({exc})") from None
+            raise ServiceUnavailableError(
+                f"{what}: S3 endpoint {self.client.meta.endpoint_url} did not answer after"
+                f" {self.settings.max_attempts} attempt(s) ({exc}); check that it is up and"
+                " data.s3.endpoint_url, or raise data.s3.read_timeout / max_attempts"
+            ) from None
 
     def read_bytes(self, key: str) -> bytes:
         resp = self._call(f"reading {self.uri_for(key)}", self.client.get_object, Key=self._key(key))
@@ -162,7 +192,7 @@ class S3Store:
     def exists(self, key: str) -> bool:
         try:
             self._call(f"checking {self.uri_for(key)}", self.client.head_object, Key=self._key(key))
-        except LandingError:
+        except MissingKeyError:  # only "not found" is False: a 403 or a 5xx is an error, not absence
             return False
         return True
 

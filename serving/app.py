@@ -305,6 +305,9 @@ def run_server(config: ProjectConfig, config_path: str, host: str, port: int, wo
         "access_log": False,  # a log line per request costs more than scoring one row
         "log_level": "info",
         "timeout_graceful_shutdown": 30,
+        # Longer than clients keep idle connections (httpx 5 s, browsers and most pools more):
+        # closing first races a request sent on the closing connection (a ReadError).
+        "timeout_keep_alive": 75,
     }
     if workers == 1:
         tune_process_for_serving()
