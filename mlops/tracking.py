@@ -32,6 +32,9 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.utils.validation.check_array",
 ]
 CHALLENGER = "challenger"
+# A version is created with this tag "pending" and all its other tags in one call; "complete"
+# once its description and alias are set. Versions from before the tag count as complete.
+REGISTRATION_TAG = "registration"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class RegisteredVersion:
     version: str
     run_id: str
     reused: bool  # True when this data and config were already registered
+    complete: bool = True  # False: a run died between creating the version and its alias
 
 
 def code_version(root: Path) -> str:
@@ -183,7 +187,8 @@ class Tracker:
         if not found:
             return None
         version = max(found, key=lambda v: int(v.version))
-        return RegisteredVersion(model_name, str(version.version), version.run_id, reused=True)
+        complete = version.tags.get(REGISTRATION_TAG, "complete") == "complete"
+        return RegisteredVersion(model_name, str(version.version), version.run_id, True, complete)
 
     def register_model(
         self,
@@ -208,16 +213,24 @@ class Tracker:
             signature=signature,
             input_example=example,
             pyfunc_predict_fn="predict_proba",
-            registered_model_name=model_name,
             # Stated, not inferred: inference re-imports the model in a subprocess (seconds).
             pip_requirements=model_requirements(),
         )
-        version = str(info.registered_model_version)
-        for key, value in tags.items():
-            self.client.set_model_version_tag(model_name, version, key, value)
-        self.client.update_model_version(model_name, version, description=description)
-        self.client.set_registered_model_alias(model_name, CHALLENGER, version)
-        return RegisteredVersion(model_name, version, info.run_id, reused=False)
+        # The version and its tags (the training fingerprint among them) in one call: a process
+        # killed right after still leaves a version a rerun finds, never an untagged duplicate.
+        created = mlflow.register_model(
+            info.model_uri, model_name, tags={**tags, REGISTRATION_TAG: "pending"}
+        )
+        registered = RegisteredVersion(model_name, str(created.version), info.run_id, reused=False)
+        return self.finish_registration(registered, description)
+
+    def finish_registration(self, registered: RegisteredVersion, description: str) -> RegisteredVersion:
+        """Describe the version and make it the challenger; also completes one a killed run left."""
+        name, version = registered.name, registered.version
+        self.client.update_model_version(name, version, description=description)
+        self.client.set_registered_model_alias(name, CHALLENGER, version)
+        self.client.set_model_version_tag(name, version, REGISTRATION_TAG, "complete")
+        return RegisteredVersion(name, version, registered.run_id, registered.reused, complete=True)
 
     # -- aliases, version tags and decision runs (promotion, rollback) ------------------
     def aliases(self, model_name: str) -> dict[str, str]:
@@ -242,7 +255,13 @@ class Tracker:
                 return None
             raise
         return ModelVersionInfo(
-            model_name, str(found.version), found.run_id, dict(found.tags), list(found.aliases)
+            model_name,
+            str(found.version),
+            found.run_id,
+            dict(found.tags),
+            list(found.aliases),
+            description=found.description or "",
+            created_ms=int(found.creation_timestamp or 0),
         )
 
     def set_alias(self, model_name: str, alias: str, version: str) -> None:
@@ -254,6 +273,56 @@ class Tracker:
     def set_version_tags(self, model_name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(model_name, version, key, value)
+
+    def set_version_description(self, model_name: str, version: str, description: str) -> None:
+        self.client.update_model_version(model_name, version, description=description)
+
+    # -- reading what was recorded (lineage, reproduction) ------------------------------
+    def run_record(self, run_id: str) -> RunRecord | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                return None
+            raise
+        return self._record(run)
+
+    def find_runs(self, filter_string: str) -> list[RunRecord]:
+        """Runs of this experiment matching an MLflow filter, oldest first."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=filter_string, order_by=["attributes.start_time ASC"]
+        )
+        return [self._record(run) for run in runs]
+
+    def child_runs(self, run_id: str) -> list[RunRecord]:
+        """The nested runs (candidates) under a pipeline run."""
+        return self.find_runs(f"tags.mlflow.parentRunId = '{run_id}'")
+
+    def artifact_paths(self, run_id: str, folder: str) -> list[str]:
+        return [a.path for a in self.client.list_artifacts(run_id, folder)]
+
+    def read_json(self, run_id: str, artifact_file: str) -> Any | None:
+        """A JSON artifact of a run; None when the run did not record it."""
+        folder = str(Path(artifact_file).parent)
+        if artifact_file not in self.artifact_paths(run_id, "" if folder == "." else folder):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, artifact_file, tmp)
+            return json.loads(Path(local).read_text())
+
+    def _record(self, run: Any) -> RunRecord:
+        return RunRecord(
+            run_id=run.info.run_id,
+            name=run.info.run_name or "",
+            status=run.info.status,
+            start_ms=int(run.info.start_time or 0),
+            tags=dict(run.data.tags),
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            url=self.run_url(run.info.run_id),
+        )
 
     def load_model(self, model_name: str, version: str) -> Any:
         """A registered version as the scikit-learn object it was logged as."""
@@ -311,6 +380,22 @@ class ModelVersionInfo:
     run_id: str
     tags: dict[str, str]
     aliases: list[str]
+    description: str = ""
+    created_ms: int = 0  # registration time, milliseconds since the epoch
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a finished (or running) MLflow run recorded."""
+
+    run_id: str
+    name: str
+    status: str
+    start_ms: int
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    url: str
 
 
 def download_model(model_uri: str, destination: Path) -> Path:
