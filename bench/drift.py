@@ -53,8 +53,10 @@ from tasks.drift import (  # noqa: E402
 from tasks.features import build_training_frame  # noqa: E402
 
 
-def months(config: ProjectConfig, numbers: list[int]) -> pd.DataFrame:
+def months(config: ProjectConfig, numbers: list[int], sample: float = 1.0) -> pd.DataFrame:
     flights = load_source("flights")
+    if sample < 1:  # smoke runs: a seeded share of the flights, joined like the real ones
+        flights = flights.sample(frac=sample, random_state=config.training.seed).sort_index()
     dims = {"weather": load_source("weather"), "planes": load_source("planes")}
     batches = {f"2013-{m:02d}": flights[flights["month"] == m] for m in numbers}
     return build_training_frame(batches, dims, config, "bench").frame
@@ -160,6 +162,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--config", type=Path, default=ROOT / "mlops.yaml")
+    parser.add_argument("--sample", type=float, default=1.0, help="share of each frame (smoke runs)")
+    parser.add_argument(
+        "--quick", action="store_true", help="only the scipy pass and the flow (no preset variants)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     config = load_config(args.config)
@@ -173,11 +180,12 @@ def main() -> None:
         f"columns: {len(numeric)} numeric, {len(categorical)} categorical (monitoring.exclude_columns left out)"
     )
     print("building frames with the training code...", flush=True)
-    reference = months(config, [1, 2, 3, 4, 5, 6])
+    reference = months(config, [1, 2, 3, 4, 5, 6], args.sample)
     cases = {
-        "one month (Jul)": months(config, [7]),
-        "half year (Jul-Dec)": months(config, [7, 8, 9, 10, 11, 12]),
+        "one month (Jul)": months(config, [7], args.sample),
+        "half year (Jul-Dec)": months(config, [7, 8, 9, 10, 11, 12], args.sample),
     }
+    results: list[dict[str, object]] = []
 
     header = f"{'case':<22}{'rows cur/ref':>16}  {'variant':<38}{'seconds':>9}{'x scipy':>9}{'drifted':>9}"
     print(header)
@@ -194,6 +202,8 @@ def main() -> None:
             f"flow ({sampled})": lambda c=current: evidently_flow(config, reference, c),
             "flow + DriftedColumnsCount": lambda c=current: evidently_flow(config, reference, c, True),
         }
+        if args.quick:
+            variants = {k: v for k, v in variants.items() if k.startswith(("scipy", "flow ("))}
         base = None
         for name, run in variants.items():
             seconds, drifted = best_of(args.repeats, run)
@@ -203,9 +213,37 @@ def main() -> None:
                 f"{case:<22}{rows:>16}  {name:<38}{seconds:>9.2f}{seconds / base:>8.1f}x{drifted:>9}",
                 flush=True,
             )
+            results.append(
+                {
+                    "case": case,
+                    "current_rows": len(current),
+                    "reference_rows": len(reference),
+                    "variant": name,
+                    "is_flow": name.startswith("flow ("),
+                    "seconds": seconds,
+                    "x_scipy": seconds / base,
+                    "drifted": drifted,
+                }
+            )
     print(
         "\n'drifted' counts columns flagged: scipy at p < 0.05 (any shift is significant at this size),"
         " Evidently by its distance thresholds (the flow's come from the monitoring config)."
+    )
+    from bench.common import write_result
+
+    flow_ratios = [r["x_scipy"] for r in results if r["is_flow"]]
+    write_result(
+        args.out,
+        "drift",
+        {
+            "seed": config.training.seed,
+            "sample": args.sample,
+            "repeats": args.repeats,
+            "reference_max_rows": limit,
+            "columns": {"numeric": len(numeric), "categorical": len(categorical)},
+            "variants": results,
+            "ratio": max(flow_ratios) if flow_ratios else None,
+        },
     )
 
 

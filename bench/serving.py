@@ -83,7 +83,9 @@ def prepare(workdir: Path, sample: float) -> tuple[Any, str]:
         }
         # Only the servers the benchmark needs: no deployment runner, no Evidently UI.
         stack |= {
-            k: False for k in ("serve_deployments", "evidently_ui") if k in type(base.stack).model_fields
+            k: False
+            for k in ("serve_deployments", "evidently_ui", "serve_predictions")
+            if k in type(base.stack).model_fields
         }
         config = base.model_copy(
             update={
@@ -102,7 +104,7 @@ def prepare(workdir: Path, sample: float) -> tuple[Any, str]:
         )
         save_config(config, path)
     config = load_config(path)
-    start_stack(config)
+    start_stack(config, timeout=600)  # a loaded shared machine starts servers slowly
     name = config.registry.model_name
     client = MlflowClient(config.stack.tracking_uri)
     try:
@@ -312,6 +314,8 @@ def start_both(
 
     ours_port, mlflow_port = free_ports(2)
     env = {**os.environ, "MLFLOW_TRACKING_URI": config.stack.tracking_uri, "PYTHONWARNINGS": "ignore"}
+    # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     print(
         f"starting mlops serve ({workers} worker(s)) and mlflow models serve ({mlflow_workers})…", flush=True
     )
@@ -387,6 +391,58 @@ def print_report(results: dict[tuple[str, str], Measurement]) -> None:
         print(f"\n{errors} requests failed: the figures above are not valid")
 
 
+def latency_samples(url: str, body: Path, count: int) -> list[float]:
+    """`count` single-row requests one after the other on one connection: every latency, in ms."""
+    content, headers = body.read_bytes(), {"content-type": "application/json"}
+    latencies = []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            client.post(url, content=content, headers=headers).raise_for_status()
+            latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+def save(
+    args: argparse.Namespace,
+    config: Any,
+    version: str,
+    results: dict[tuple[str, str], Measurement],
+    samples: dict[str, list[float]],
+) -> None:
+    from bench.common import write_result
+
+    scenarios = []
+    for label, _, connections, rows in SCENARIOS:
+        row: dict[str, Any] = {"scenario": label, "connections": connections, "rows_per_request": rows}
+        for server in ("mlops", "mlflow"):
+            m = results[(server, label)]
+            row[server] = {
+                "requests_per_second": m.requests_per_second,
+                "rows_per_second": m.requests_per_second * rows,
+                "p50_ms": m.p50_ms,
+                "p99_ms": m.p99_ms,
+                "requests": m.requests,
+                "errors": m.errors,
+            }
+        row["ratio"] = row["mlops"]["requests_per_second"] / row["mlflow"]["requests_per_second"]
+        scenarios.append(row)
+    write_result(
+        args.out,
+        "serving",
+        {
+            "sample": args.sample,
+            "seed": 0,
+            "model": f"{config.registry.model_name} v{version}",
+            "seconds_per_run": args.seconds,
+            "repeats": args.repeats,
+            "load_generator": "wrk" if shutil.which("wrk") else "httpx (asyncio)",
+            "scenarios": scenarios,
+            "latency_samples_ms": samples,
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -405,7 +461,14 @@ def main() -> None:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep (and reuse) the stack and model here"
     )
+    parser.add_argument(
+        "--samples", type=int, default=2000, help="sequential single-row requests kept for the latency plot"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
+    from bench.common import exit_on_sigterm
+
+    exit_on_sigterm()
 
     from mlops.stack import stop_stack
 
@@ -427,7 +490,13 @@ def main() -> None:
             f"{'wrk' if shutil.which('wrk') else 'httpx (asyncio)'}; {args.seconds:.0f} s per run",
             flush=True,
         )
-        print_report(run_scenarios(urls, paths, args.seconds, args.repeats, workdir))
+        results = run_scenarios(urls, paths, args.seconds, args.repeats, workdir)
+        print_report(results)
+        samples = {
+            server: latency_samples(urls[server], paths[f"{server}-one"], args.samples)
+            for server in ("mlops", "mlflow")
+        }
+        save(args, config, version, results, samples)
     finally:
         for proc in servers:
             stop_server(proc)

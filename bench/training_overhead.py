@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -105,29 +104,13 @@ def _child(kind: str, config_path: str, start: str, end: str) -> None:
     result = (bare_pipeline if kind == "bare" else orchestrated_pipeline)(config_path, start, end)
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"kind": kind, "seconds": seconds, "peak_mb": peak_mb, **result}))
+    from bench.common import cpu_seconds
 
-
-def _fresh_config(base_config: str, workdir: Path, landing: Path, ports: tuple[int, int] | None) -> str:
-    from mlops.config import load_config, save_config
-
-    config = load_config(base_config)
-    # A model name of its own, so a repeat registers anew instead of finding the last version.
-    registry = config.registry.model_copy(
-        update={"model_name": f"{config.registry.model_name}-{workdir.name}"}
+    print(
+        json.dumps(
+            {"kind": kind, "seconds": seconds, "cpu_seconds": cpu_seconds(), "peak_mb": peak_mb, **result}
+        )
     )
-    stack = config.stack.model_copy(update={"state_dir": str(workdir / "state")})
-    if ports:
-        stack = stack.model_copy(update={"prefect_port": ports[0], "mlflow_port": ports[1]})
-    data = config.data.model_copy(
-        update={
-            "landing_uri": str(landing),
-            "snapshot_uri": str(workdir / "snapshots"),
-            "quarantine_uri": str(workdir / "quarantine"),
-        }
-    )
-    updated = config.model_copy(update={"stack": stack, "data": data, "registry": registry})
-    return str(save_config(updated, workdir / "mlops.yaml"))
 
 
 def _run(kind: str, config_path: str, start: str, end: str) -> dict:
@@ -151,17 +134,21 @@ def main() -> None:
     parser.add_argument("--end", default="2013-12")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--sample", type=float, default=None, help="seed a sample (smoke runs only)")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--child", choices=["bare", "orchestrated"])
     args = parser.parse_args()
+    from bench.common import exit_on_sigterm
+
+    exit_on_sigterm()
     if args.child:
         _child(args.child, args.config, args.start, args.end)
         return
 
+    from bench.common import isolated_config, machine_line, write_result
     from mlops.config import load_config, period_range
     from mlops.seed import seed_landing
     from mlops.stack import start_stack, stop_stack
     from mlops.storage import open_store
-    from tests.conftest import free_ports
 
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         tmp_path = Path(tmp)
@@ -170,44 +157,63 @@ def main() -> None:
         seed_landing(
             base, open_store(str(landing), base.data.s3), period_range(args.start, args.end), args.sample
         )
-        stack_config = load_config(
-            _fresh_config(args.config, tmp_path / "stack", landing, tuple(free_ports(2)))
-        )
-        print(f"machine: {os.cpu_count()} cores, {_memory_gb():.0f} GB, Python {platform.python_version()}")
+        stack_config = load_config(isolated_config(tmp_path / "stack", landing, Path(args.config)))
+        print(f"machine: {machine_line()}")
         print(
             f"data: {args.start}..{args.end}{f' sampled {args.sample}' if args.sample else ''}; starting servers…"
         )
-        start_stack(stack_config)
+        start_stack(stack_config, timeout=600)  # a loaded shared machine starts servers slowly
         try:
             rows = []
             for i in range(args.repeats):
                 for kind in ("bare", "orchestrated"):
                     workdir = tmp_path / f"{kind}-{i}"
-                    workdir.mkdir()
-                    # The orchestrated side shares the running servers but nothing else.
-                    config_path = _fresh_config(
-                        args.config,
+                    # The orchestrated side shares the running servers but nothing else; a model
+                    # name of its own, so a repeat registers anew instead of finding the last version.
+                    config_path = isolated_config(
                         workdir,
                         landing,
-                        (stack_config.stack.prefect_port, stack_config.stack.mlflow_port),
+                        Path(args.config),
+                        ports=(stack_config.stack.prefect_port, stack_config.stack.mlflow_port),
+                        model_name=f"{base.registry.model_name}-{kind}-{i}",
+                        # A sample may not beat the baseline by the configured margin, which
+                        # stops both sides before they finish: on a sample, register the best.
+                        training={"min_gain_over_baseline": -1.0} if args.sample else None,
                     )
-                    rows.append(_run(kind, config_path, args.start, args.end))
+                    rows.append(_run(kind, str(config_path), args.start, args.end))
                     print(
-                        f"  {kind:13s} {rows[-1]['seconds']:7.1f} s  peak {rows[-1]['peak_mb']:6.0f} MB  "
+                        f"  {kind:13s} {rows[-1]['seconds']:7.1f} s  CPU {rows[-1]['cpu_seconds']:7.1f} s"
+                        f"  peak {rows[-1]['peak_mb']:6.0f} MB  "
                         f"ROC-AUC {rows[-1]['roc_auc']:.4f}",
                         flush=True,
                     )
         finally:
             stop_stack(stack_config)
-    bare = min(r["seconds"] for r in rows if r["kind"] == "bare")
-    orchestrated = min(r["seconds"] for r in rows if r["kind"] == "orchestrated")
+    bare = min(rows, key=lambda r: r["seconds"] if r["kind"] == "bare" else float("inf"))
+    orchestrated = min(rows, key=lambda r: r["seconds"] if r["kind"] == "orchestrated" else float("inf"))
+    ratio = orchestrated["seconds"] / bare["seconds"]
     print(
-        f"orchestrated / bare = {orchestrated:.1f} s / {bare:.1f} s = {orchestrated / bare:.2f}x (target <= 1.2x)"
+        f"orchestrated / bare = {orchestrated['seconds']:.1f} s / {bare['seconds']:.1f} s = {ratio:.2f}x"
+        " (target <= 1.2x)"
     )
-
-
-def _memory_gb() -> float:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    write_result(
+        args.out,
+        "training_overhead",
+        {
+            "periods": f"{args.start}..{args.end}",
+            "sample": args.sample,
+            "rows": bare.get("rows"),
+            "seed": base.training.seed,
+            "repeats": args.repeats,
+            "runs": rows,
+            "bare_seconds": bare["seconds"],
+            "orchestrated_seconds": orchestrated["seconds"],
+            "ratio": ratio,
+            "cpu_ratio": orchestrated["cpu_seconds"] / bare["cpu_seconds"],
+            "bare_peak_mb": bare["peak_mb"],
+            "orchestrated_peak_mb": orchestrated["peak_mb"],
+        },
+    )
 
 
 if __name__ == "__main__":
