@@ -31,11 +31,14 @@ from prefect.states import Running
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from flows.runners import stage_runner, submit
 from flows.training import (
     Stores,
     features,
     ingest_batches,
+    link_lineage,
     prefect_run_url,
+    publish_lineage,
     reject_failed,
     validate_batches,
 )
@@ -52,17 +55,20 @@ from tasks.gates import (
     SliceRow,
     approval_gate,
     champion_gates,
-    compare_slices,
+    compare_slice_column,
     compare_with_champion,
     data_gate,
     default_eval_period,
+    no_champion_slice_gates,
     operational_gates,
     probe_operational,
     quality_gates,
     require_both_classes,
+    require_slice_columns,
     require_unseen,
     score_version,
     skip,
+    slice_verdicts,
     verdict,
 )
 
@@ -302,9 +308,9 @@ def run_gates(
         seconds["bootstrap"] = comparison.seconds
     gates += champion_gates(comparison, settings.champion, champion_version)
 
-    slice_results, slice_rows = compare_slices.submit(
-        X, y, challenger_proba, champion_proba, settings.slices, champion_version
-    ).result()
+    slice_results, slice_rows = evaluate_slices(
+        config, X, y, challenger_proba, champion_proba, champion_version
+    )
     gates += slice_results
 
     # Timed alone, after the scoring: beside other work it would measure the contention.
@@ -315,6 +321,27 @@ def run_gates(
     return Evaluation(
         challenger, champion, eval_period, len(y), gates, slice_rows, comparison, measured, seconds
     )
+
+
+def evaluate_slices(
+    config: ProjectConfig,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    challenger_proba: np.ndarray,
+    champion_proba: np.ndarray | None,
+    champion_version: str | None,
+) -> tuple[list[GateResult], list[SliceRow]]:
+    """Gate 4: one task per slice column, on the task runner `compute` configures; the
+    same result as `slice_gates` computes in one go."""
+    settings = config.promotion.slices
+    require_slice_columns(list(X.columns), settings)
+    if champion_proba is None or champion_version is None:
+        return no_champion_slice_gates(settings), []
+    scores = (y, challenger_proba, champion_proba, settings)
+    with stage_runner(config.compute) as runner:
+        futures = {c: submit(runner, compare_slice_column, c, X[c], *scores) for c in settings.columns}
+        per_column = {column: future.result() for column, future in futures.items()}
+    return slice_verdicts(per_column, settings, champion_version)
 
 
 # -- gate 6: approval ---------------------------------------------------------------------
@@ -610,6 +637,9 @@ def promotion(request: PromotionRequest = PromotionRequest()) -> PromotionDecisi
     decision.seconds["total"] = round(time.perf_counter() - started, 3)
     evaluation.seconds["total"] = decision.seconds["total"]
     record(config, tracker, decision, evaluation, answer)
+    # The chain now ends with this decision (and, if promoted, a period as champion).
+    lineage_url = publish_lineage(config, tracker, name, decision.challenger_version)
+    link_lineage(tracker, name, decision.challenger_version, lineage_url)
     logger.info(
         "%s v%s: %s (%s)",
         name,

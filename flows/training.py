@@ -21,12 +21,24 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
+from flows.runners import stage_runner, submit
 from mlops.config import ProjectConfig, load_config, period_range
-from mlops.errors import BadBatchError
+from mlops.errors import BadBatchError, MlopsError
 from mlops.storage import Store, open_store
 from mlops.tracking import RegisteredVersion, Tracker, code_version
 from tasks.features import Split, TrainingFrame, build_features, fingerprint_inputs, time_split
 from tasks.ingest import Snapshot, ingest_table, quarantine_batch
+from tasks.lineage import (
+    CONFIG_FILE,
+    PACKAGES_FILE,
+    TRAINING_FRAME_SUMMARY_FILE,
+    VALIDATION_SUMMARY_FILE,
+    collect_lineage,
+    config_record,
+    environment_record,
+    lineage_markdown,
+    validation_record,
+)
 from tasks.train import CandidateResult, select_best, train_candidate
 from tasks.validate import ValidationReport, load_suite_json, render_data_docs, validate_batch
 
@@ -133,8 +145,18 @@ def ingest_batches(config: ProjectConfig, stores: Stores, periods: list[str]) ->
         label: ingest.submit(stores.landing, stores.snapshots, stores.quarantine, *job)
         for label, job in jobs.items()
     }
-    # .result() re-raises a BadBatchError, which names the file and its quarantine location
-    return {label: Batch(*future.result()) for label, future in futures.items()}
+    # Wait for every file before failing, so each bad one is quarantined and named in one run
+    # (a BadBatchError names the file and its quarantine location).
+    batches: dict[str, Batch] = {}
+    rejected: list[str] = []
+    for label, future in futures.items():
+        try:
+            batches[label] = Batch(*future.result())
+        except BadBatchError as exc:
+            rejected.append(str(exc))
+    if rejected:
+        raise BadBatchError("\n".join(rejected))
+    return batches
 
 
 def validate_batches(config: ProjectConfig, batches: dict[str, Batch]) -> dict[str, ValidationReport]:
@@ -169,8 +191,9 @@ def reject_failed(stores: Stores, batches: dict[str, Batch], reports: dict[str, 
         return
     messages = []
     for label, report in failed.items():
-        uri = quarantine_failed(stores, batches[label].snapshot, report)
-        messages.append(f"{report.summary()}\n  quarantined at {uri}")
+        snapshot = batches[label].snapshot
+        uri = quarantine_failed(stores, snapshot, report)
+        messages.append(report.rejection_message(snapshot.source_uri, uri))
         create_table_artifact(
             report.rows_for_table(),
             key=f"failed-{artifact_key(report.batch)}",
@@ -215,11 +238,11 @@ def train_candidates(config: ProjectConfig, split: Split) -> tuple[list[Candidat
     """Fit every candidate in parallel; pick the best, or fail if none beats the baselines."""
     # Parallelism comes from running candidates side by side; OpenMP threads inside each
     # fit would fight over the same cores (9x slower for small fits on 2 cores, measured).
-    futures = [
-        train.submit(c, split, config.features, config.training, config.split.cv_folds, openmp_threads=1)
-        for c in config.training.candidates
-    ]
-    results = [f.result() for f in futures]
+    # Where they run (threads here, or a Dask cluster) is `compute` in the config.
+    inputs = (split, config.features, config.training, config.split.cv_folds)
+    with stage_runner(config.compute) as runner:
+        futures = [submit(runner, train, c, *inputs, openmp_threads=1) for c in config.training.candidates]
+        results = [f.result() for f in futures]
     best = select_best(results, config.training.metric, config.training.min_gain_over_baseline)
     return results, best
 
@@ -247,6 +270,10 @@ def record_validation(tracker: Tracker, reports: list[ValidationReport]) -> None
     """Each result as JSON, all of them as one GX Data Docs site, and a pass/fail tag."""
     for report in reports:
         tracker.log_json(report.result, f"validation/{artifact_key(report.batch)}.json")
+    tracker.log_json(
+        [validation_record(r, f"validation/{artifact_key(r.batch)}.json") for r in reports],
+        VALIDATION_SUMMARY_FILE,
+    )
     with tempfile.TemporaryDirectory() as site:
         if any(render_data_docs(report, Path(site)) for report in reports):
             tracker.log_dir(Path(site), "validation/data_docs")
@@ -283,7 +310,7 @@ def register_best(
 ) -> RegisteredVersion:
     """Register once per data and config: a rerun finds the version it already made."""
     found = tracker.find_version(config.registry.model_name, split.fingerprint)
-    if found is not None:
+    if found is not None and found.complete:
         return found
     assert best.evaluation is not None
     headline = best.evaluation.metrics
@@ -299,6 +326,8 @@ def register_best(
         f"{best.name} trained on {', '.join(split.train_periods)}; holdout {', '.join(split.holdout_periods)} "
         f"ROC-AUC {headline['roc_auc']:.4f}. Prefect run: {run_tags['prefect_flow_run_url']}"
     )
+    if found is not None:  # a run killed while registering it: finish what it started
+        return tracker.finish_registration(found, description)
     return tracker.register_model(
         best.pipeline, config.registry.model_name, split.X_holdout, tags, description
     )
@@ -333,6 +362,35 @@ def leaderboard_markdown(results: list[CandidateResult], best: CandidateResult, 
 def artifact_key(text: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return "".join(c if c.isalnum() else "-" for c in text.lower())[:60]
+
+
+def lineage_artifact_key(model_name: str, version: str) -> str:
+    return artifact_key(f"lineage-{model_name}-v{version}")
+
+
+def publish_lineage(config: ProjectConfig, tracker: Tracker, model_name: str, version: str) -> str | None:
+    """Attach the version's chain to this flow run as Markdown, under a key per version (its
+    page in the Prefect UI shows the newest chain); returns that page's URL. The model is
+    registered by now: a store that cannot be read costs the report (a warning), not the run."""
+    stores = Stores.from_config(config)
+    try:
+        predictions = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
+        lineage = collect_lineage(tracker, stores.snapshots, predictions, f"{model_name}/{version}")
+    except MlopsError as exc:
+        get_run_logger().warning("no lineage artifact for %s v%s: %s", model_name, version, exc)
+        return None
+    key = lineage_artifact_key(model_name, version)
+    create_markdown_artifact(
+        lineage_markdown(lineage), key=key, description=f"{model_name} v{version}: lineage"
+    )
+    return f"{config.stack.ui_url}/artifacts/key/{key}"
+
+
+def link_lineage(tracker: Tracker, model_name: str, version: str, url: str | None) -> None:
+    """Point the version's MLflow description at its lineage artifact (once)."""
+    info = tracker.model_version(model_name, version) if url else None
+    if info is not None and url and url not in info.description:
+        tracker.set_version_description(model_name, version, f"{info.description} Lineage: {url}".strip())
 
 
 def prefect_run_url(config: ProjectConfig) -> str:
@@ -371,6 +429,9 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
                 "seed": config.training.seed,
             }
         )
+        # What `mlops reproduce` rebuilds from, and what it blames when metrics differ.
+        tracker.log_json(config_record(config), CONFIG_FILE)
+        tracker.log_json(environment_record(), PACKAGES_FILE)
         batches = ingest_batches(config, stores, periods)
         record_inputs(tracker, batches, periods[-config.split.holdout_periods :])
         logger.info("ingested %s", ", ".join(f"{b.name} ({b.snapshot.rows} rows)" for b in batches.values()))
@@ -385,6 +446,10 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
         training, split, training_report = prepare_split(config, batches, periods, fingerprint)
         if training_report:
             tracker.log_json(training_report.result, "validation/training-frame.json")
+            tracker.log_json(
+                validation_record(training_report, "validation/training-frame.json"),
+                TRAINING_FRAME_SUMMARY_FILE,
+            )
         tracker.log_params(
             {
                 "train_rows": len(split.X_train),
@@ -415,6 +480,8 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
             snapshots=[b.snapshot.uri for b in batches.values()],
         )
 
+    lineage_url = publish_lineage(config, tracker, outcome.model_name, outcome.model_version)
+    link_lineage(tracker, outcome.model_name, outcome.model_version, lineage_url)
     reused = " (already registered for this data and config)" if outcome.reused else ""
     create_markdown_artifact(
         f"## {outcome.model_name} v{outcome.model_version}{reused}\n\n"

@@ -306,45 +306,74 @@ def slice_gates(
     settings: SliceGateConfig,
     champion_version: str | None,
 ) -> tuple[list[GateResult], list[SliceRow]]:
-    """Per slice column, the worst ROC-AUC drop against the champion over its values."""
-    missing = [c for c in settings.columns if c not in slices.columns]
+    """Per slice column, the worst ROC-AUC drop against the champion over its values.
+
+    One column after the other; the promotion flow scores the columns as parallel tasks
+    (`compare_slice_column`) and assembles them with the same functions."""
+    require_slice_columns(list(slices.columns), settings)
+    if champion is None or champion_version is None:
+        return no_champion_slice_gates(settings), []
+    per_column = {
+        column: slice_rows(column, slices[column], y, challenger, champion, settings)
+        for column in settings.columns
+    }
+    return slice_verdicts(per_column, settings, champion_version)
+
+
+def require_slice_columns(columns: list[str], settings: SliceGateConfig) -> None:
+    missing = [c for c in settings.columns if c not in columns]
     if missing:
         raise PromotionError(
             f"promotion.slices.columns {missing} are not columns of the evaluation data;"
-            f" use some of {sorted(slices.columns)}"
+            f" use some of {sorted(columns)}"
         )
-    if champion is None or champion_version is None:
-        return [skip(f"slices.{c}", "no champion yet: nothing to compare with") for c in settings.columns], []
+
+
+def no_champion_slice_gates(settings: SliceGateConfig) -> list[GateResult]:
+    return [skip(f"slices.{c}", "no champion yet: nothing to compare with") for c in settings.columns]
+
+
+def slice_rows(
+    column: str,
+    values: pd.Series,
+    y: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    settings: SliceGateConfig,
+) -> list[SliceRow]:
+    """Both models' ROC-AUC on each value of one slice column (rows aligned with `y`)."""
     y = np.asarray(y)
-    gates: list[GateResult] = []
+    raw = values.astype(object).to_numpy()
+    present = pd.notna(raw)
+    as_text = raw.astype(str)
     rows: list[SliceRow] = []
-    for column in settings.columns:
-        values = slices[column].astype(object).to_numpy()
-        present = pd.notna(values)
-        as_text = values.astype(str)
-        column_rows: list[SliceRow] = []
-        for value in sorted(set(as_text[present])):
-            mask = present & (as_text == value)
-            n = int(mask.sum())
-            if n < settings.min_rows:
-                column_rows.append(
-                    SliceRow(column, value, n, None, None, None, "skipped", f"{n} < {settings.min_rows} rows")
-                )
-                continue
-            if len(np.unique(y[mask])) < 2:
-                column_rows.append(SliceRow(column, value, n, None, None, None, "skipped", "one class only"))
-                continue
-            chal_auc = float(roc_auc_score(y[mask], challenger[mask]))
-            champ_auc = float(roc_auc_score(y[mask], champion[mask]))
-            drop = champ_auc - chal_auc
-            status = "passed" if drop <= settings.max_roc_auc_drop else "failed"
-            column_rows.append(SliceRow(column, value, n, chal_auc, champ_auc, drop, status))
-        rows += column_rows
-        gates.append(_slice_gate(column, column_rows, settings, champion_version))
-    return gates, rows
+    for value in sorted(set(as_text[present])):
+        mask = present & (as_text == value)
+        n = int(mask.sum())
+        if n < settings.min_rows:
+            note = f"{n} < {settings.min_rows} rows"
+            rows.append(SliceRow(column, value, n, None, None, None, "skipped", note))
+            continue
+        if len(np.unique(y[mask])) < 2:
+            rows.append(SliceRow(column, value, n, None, None, None, "skipped", "one class only"))
+            continue
+        chal_auc = float(roc_auc_score(y[mask], challenger[mask]))
+        champ_auc = float(roc_auc_score(y[mask], champion[mask]))
+        drop = champ_auc - chal_auc
+        status = "passed" if drop <= settings.max_roc_auc_drop else "failed"
+        rows.append(SliceRow(column, value, n, chal_auc, champ_auc, drop, status))
+    return rows
 
 
-def _slice_gate(
+def slice_verdicts(
+    per_column: dict[str, list[SliceRow]], settings: SliceGateConfig, champion_version: str
+) -> tuple[list[GateResult], list[SliceRow]]:
+    """One gate per slice column, and all slice rows in column order."""
+    gates = [slice_gate(column, rows, settings, champion_version) for column, rows in per_column.items()]
+    return gates, [row for rows in per_column.values() for row in rows]
+
+
+def slice_gate(
     column: str, rows: list[SliceRow], settings: SliceGateConfig, champion_version: str
 ) -> GateResult:
     name = f"slices.{column}"
@@ -583,16 +612,16 @@ def compare_with_champion(
     return compare_roc_auc(y, challenger, champion, settings.bootstrap_resamples, settings.confidence, seed)
 
 
-@task(task_run_name="compare slices", cache_policy=NO_CACHE, persist_result=False)
-def compare_slices(
-    slices: pd.DataFrame,
+@task(task_run_name="compare slices by {column}", cache_policy=NO_CACHE, persist_result=False)
+def compare_slice_column(
+    column: str,
+    values: pd.Series,
     y: np.ndarray,
     challenger: np.ndarray,
-    champion: np.ndarray | None,
+    champion: np.ndarray,
     settings: SliceGateConfig,
-    champion_version: str | None,
-) -> tuple[list[GateResult], list[SliceRow]]:
-    return slice_gates(slices, y, challenger, champion, settings, champion_version)
+) -> list[SliceRow]:
+    return slice_rows(column, values, y, challenger, champion, settings)
 
 
 @task(task_run_name="time {probe.model_uri} in its own process", cache_policy=NO_CACHE, persist_result=False)
