@@ -13,7 +13,7 @@ END ?= 2013-06
 SAMPLE ?=
 MONITOR ?= 2013-07 2013-08 2013-09
 
-.PHONY: venv lock up down status seed train serve demo demo-monitor replay test lint bench bench-serving bench-drift
+.PHONY: venv lock up down status seed train serve demo demo-monitor replay test reliability lint bench bench-serving bench-drift
 
 venv: $(STAMP)
 
@@ -51,34 +51,45 @@ train: venv
 serve: venv
 	$(BIN)/mlops serve
 
-# Train on January–June, then let the gates judge the new version on July (exit 2 = the
-# gates rejected it, which is a result, not an error).
+# Train on January–June, let the gates judge the new version on July (exit 2 = the gates
+# rejected it, which is a result, not an error), monitor the months after it against the
+# champion's data, and send the prediction service (started by `mlops up`) a sample request.
 demo: venv up seed
 	$(BIN)/mlops train --start 2013-01 --end 2013-06
 	$(BIN)/mlops promote --eval-period 2013-07 || [ $$? -eq 2 ]
+	@$(MAKE) --no-print-directory demo-monitor
+	$(BIN)/mlops predict --period 2013-08 --rows 3
 
-# The months after the demo's training, each against the champion (exit 3: retrain, 4: cannot judge).
+# The months after the demo's training, each against the champion (exit 3: retrain, 4: cannot
+# judge); each prints where its report is (MLflow run, HTML report, Evidently dashboard).
 demo-monitor: venv up
 	@for period in $(MONITOR); do \
 		$(BIN)/mlops monitor --period $$period; code=$$?; \
 		case $$code in 0|3|4) ;; *) exit $$code ;; esac; \
 	done
-	@$(BIN)/mlops status | grep -E "evidently|mlflow " || true
-	@echo "Reports: the Evidently UI above (project '<project> / <model>'), and one MLflow run per month"
-	@echo "in the monitoring experiment, with monitoring/report.html and summary.json as artifacts."
 
 replay: venv up
 	$(BIN)/mlops replay --start 2013-01 --end 2013-12
 
 test: venv
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests -m "not long"
+
+# Faults injected against the real components, the long load test included; prints the table
+# (fault, runs, invariant violations, rows lost), written as JSON and Markdown to
+# RELIABILITY_REPORT=path.json if given, else into the pytest temp folder (the path is printed).
+RELIABILITY_REPORT ?=
+reliability: venv
+	$(if $(RELIABILITY_REPORT),RELIABILITY_REPORT=$(abspath $(RELIABILITY_REPORT))) $(BIN)/pytest -q tests/reliability
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Every section in its own process → bench/REPORT.md and bench/plots/ (raw JSON and logs in
+# bench/results/, git-ignored). Hours at full size; `SECTIONS="validation drift"` picks some.
+SECTIONS ?=
 bench: venv
-	$(BIN)/python bench/training_overhead.py
+	nice -n 19 $(BIN)/python bench/run.py $(if $(SECTIONS),--sections $(SECTIONS))
 
 bench-serving: venv
 	$(BIN)/python bench/serving.py

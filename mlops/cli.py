@@ -89,12 +89,23 @@ def get_config(ctx: typer.Context) -> ProjectConfig:
 
 @app.command()
 @handle_errors
-def up(ctx: typer.Context) -> None:
-    """Start Prefect, MLflow, the Evidently UI and the deployments in the background (no-op if up)."""
+def up(
+    ctx: typer.Context,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="local (SQLite, folders) or production (PostgreSQL, S3 artifacts, MLflow auth:"
+            " stack.production); default: stack.profile."
+        ),
+    ] = None,
+) -> None:
+    """Start Prefect, MLflow, the Evidently UI, the deployments and the prediction service in the
+    background (no-op if up)."""
+    from mlops.production import with_profile
     from mlops.stack import start_stack
 
-    config = get_config(ctx)
-    with console.status("starting Prefect, MLflow, Evidently and the deployments..."):
+    config = with_profile(get_config(ctx), profile)
+    with console.status("starting Prefect, MLflow, Evidently, the deployments and the prediction service..."):
         info = start_stack(config, config_file=Path(ctx.obj).resolve())
     verb = f"started {', '.join(info.started)} in {info.seconds:.1f} s" if info.started else "already up"
     console.print(f"[green]stack {verb}[/green]")
@@ -106,6 +117,10 @@ def up(ctx: typer.Context) -> None:
     if info.deployments_pid:
         console.print(
             f"Deployments: {info.prefect_ui_url}/deployments  (served by pid {info.deployments_pid})"
+        )
+    if info.serving_url:
+        console.print(
+            f"Predictions: {info.serving_url}/docs  (pid {info.serving_pid or '-'}; ready once a champion exists)"
         )
 
 
@@ -238,6 +253,68 @@ def serve(
         f" (mode {settings.mode}; docs at /docs; predictions logged to {settings.prediction_log_uri})"
     )
     run_server(config, str(Path(ctx.obj).resolve()), host, port, workers or settings.workers)
+
+
+@app.command()
+@handle_errors
+def predict(
+    ctx: typer.Context,
+    period: Annotated[str, typer.Option(help="Landed month whose rows are sent, YYYY-MM.")] = "2013-08",
+    rows: Annotated[int, typer.Option(min=1, max=1000, help="Records in the request.")] = 3,
+    url: Annotated[str | None, typer.Option(help="Service URL (default: serving.host:port).")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the service to be ready.")] = 60.0,
+) -> None:
+    """Send a sample request (landed rows, as a client sends them) and print it as curl, with the answer."""
+    import json
+    import shlex
+    import time
+
+    import httpx
+
+    from mlops.errors import ServiceUnavailableError
+    from mlops.storage import open_store
+    from serving.samples import sample_records
+
+    config = get_config(ctx)
+    base = (url or f"http://{config.serving.host}:{config.serving.port}").rstrip("/")
+    landing = open_store(config.store_uri(config.data.landing_uri), config.data.s3)
+    records = sample_records(config, landing, period, rows=rows, seed=0)
+    deadline = time.monotonic() + wait
+    reason = "it does not answer"
+    while True:  # a champion promoted a moment ago is picked up at the next registry poll
+        try:
+            ready = httpx.get(f"{base}/ready", timeout=5)
+            if ready.status_code == 200:
+                break
+            reason = ready.json().get("reason", ready.text)
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise ServiceUnavailableError(
+                f"the prediction service at {base} is not ready after {wait:.0f} s ({reason}):"
+                " start it with `mlops up` or `mlops serve`, and promote a model (`mlops promote`)"
+            )
+        time.sleep(1)
+    body = {"records": records}
+    answer = httpx.post(f"{base}/predict", json=body, timeout=30)
+    example = json.dumps({"records": records[:1]})
+    console.print(f"[bold]sample request[/] ({period}, first record):", highlight=False)
+    console.print(
+        f"curl -s -X POST {base}/predict -H 'Content-Type: application/json' -d {shlex.quote(example)}",
+        highlight=False,
+        markup=False,
+    )
+    if answer.status_code != 200:
+        raise ServiceUnavailableError(f"POST {base}/predict answered {answer.status_code}: {answer.text}")
+    result = answer.json()
+    console.print(f"[bold]answer[/] from {result['model_name']} (mode {result['mode']}):")
+    for record, prediction in zip(records, result["predictions"], strict=True):
+        console.print(
+            f"  {record.get('key', '-')}: p(late)={prediction['probability']:.3f} label={prediction['label']}"
+            f"  {prediction['arm']} v{prediction['model_version']}",
+            highlight=False,
+        )
+    console.print(f"API docs: {base}/docs")
 
 
 @app.command()
@@ -501,6 +578,79 @@ def replay(
     console.print(f"timeline:    {outcome.timeline_png}")
     console.print(f"MLflow run:  {outcome.mlflow_run_url}")
     console.print(f"Prefect run: {outcome.prefect_run_url}")
+
+
+@app.command()
+@handle_errors
+def lineage(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="<model>@<alias> or <model>/<version>.")],
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the chain as JSON here.")
+    ] = None,
+) -> None:
+    """Where a version came from and where it went: landing files → snapshots → validation →
+    training run → version → gate decisions → periods as champion → prediction-log partitions.
+
+    Exits 0 when every cross-check holds, 1 when one fails (a snapshot changed, say).
+    """
+    import json
+
+    from mlops.storage import open_store
+    from mlops.tracking import Tracker
+    from tasks.lineage import collect_lineage, lineage_tree
+
+    config = get_config(ctx)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small record
+    tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)  # fails fast if down
+    snapshots = open_store(config.store_uri(config.data.snapshot_uri), config.data.s3)
+    predictions = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
+    chain = collect_lineage(tracker, snapshots, predictions, model)
+    console.print(lineage_tree(chain))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(chain.as_json(), indent=2, default=str))
+        console.print(f"written to {json_path}")
+    if not chain.consistent:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@handle_errors
+def reproduce(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="<model>/<version> to rebuild.")],
+) -> None:
+    """Retrain a version from its recorded snapshots, config and seeds (no cache, nothing
+    registered) and compare the holdout metrics with the recorded ones.
+
+    Exits 0 when identical, 5 when they differ (each difference and its likely cause printed).
+    """
+    from mlops.stack import client_settings, require_servers
+
+    config = get_config(ctx)
+    require_servers(config)
+    from flows.reproduce import ReproduceRequest
+    from flows.reproduce import reproduce as reproduce_flow
+
+    quiet_user_error_tracebacks()
+    request = ReproduceRequest(model=model, config_path=str(Path(ctx.obj).resolve()))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small record
+    with client_settings(config):
+        outcome = reproduce_flow(request)
+    for m in outcome.headline:
+        mark = "[green]=[/green]" if m.equal else "[red]≠[/red]"
+        console.print(f"  {m.name:<20} {m.recorded!r:>22} {mark} {m.reproduced!r}", highlight=False)
+    verdict = "[green]identical[/green]" if outcome.identical else "[red]different[/red]"
+    console.print(f"{outcome.model_name} v{outcome.version} rebuilt: {verdict} ({outcome.seconds:.1f} s)")
+    for line in outcome.differences:
+        console.print(f"  - {line}", markup=False, highlight=False)
+    for cause in outcome.likely_causes:
+        console.print(f"  likely cause: {cause}", markup=False, highlight=False)
+    console.print(f"MLflow run:  {outcome.mlflow_run_url}")
+    console.print(f"Prefect run: {outcome.prefect_run_url}")
+    if not outcome.identical:
+        raise typer.Exit(code=5)
 
 
 if __name__ == "__main__":

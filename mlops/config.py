@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,6 +33,9 @@ class S3Settings(Strict):
     max_attempts: int = Field(5, ge=1, le=20)  # total attempts, retries included
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
+    # botocore's retry mode: standard backs off exponentially on 5xx, throttling and timeouts;
+    # adaptive also rate-limits the client after throttling
+    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
 
 
 class TableSpec(Strict):
@@ -257,7 +261,57 @@ class MonitoringConfig(Strict):
     workspace_dir: str = "evidently"  # Evidently workspace under stack.state_dir (read by `evidently ui`)
 
 
+class ProductionStackConfig(Strict):
+    """`mlops up --profile production`: the docker-compose topology as local processes.
+
+    Prefect and MLflow keep their state in PostgreSQL, MLflow its artifacts in S3 (served
+    through the tracking server), and MLflow's basic-auth app guards the tracking server.
+    No secret lives here: PostgreSQL's password comes from PGPASSWORD, S3 credentials from the
+    AWS environment or profile, the MLflow admin's password from MLFLOW_AUTH_ADMIN_PASSWORD and
+    a client's from MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD.
+    """
+
+    database_url: str  # the PostgreSQL server, e.g. postgresql://postgres@127.0.0.1:5432 (no database)
+    prefect_database: str = "prefect"  # created on `mlops up` when missing
+    mlflow_database: str = "mlflow"  # MLflow's tracking store and its auth tables
+    artifacts_uri: str  # s3://bucket[/prefix]: where the MLflow server stores artifacts
+    s3: S3Settings = S3Settings()  # endpoint of the artifact store (MinIO, moto)
+    mlflow_auth: bool = True  # MLflow's basic-auth app: every request needs a user and password
+    mlflow_admin_username: str = "admin"  # created on first start with MLFLOW_AUTH_ADMIN_PASSWORD
+    mlflow_default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = "READ"
+
+    @field_validator("database_url")
+    @classmethod
+    def _server_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"postgresql", "postgres"} or not parts.hostname:
+            raise ValueError("must look like postgresql://user@host:5432")
+        if parts.password is not None:
+            raise ValueError("must not hold a password: set PGPASSWORD in the environment")
+        if parts.path.strip("/") or parts.query:
+            raise ValueError("names the server only: set prefect_database and mlflow_database")
+        return value.rstrip("/")
+
+    @field_validator("prefect_database", "mlflow_database")
+    @classmethod
+    def _database_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ValueError("use lower-case letters, digits and '_' (a PostgreSQL identifier)")
+        return value
+
+    @field_validator("artifacts_uri")
+    @classmethod
+    def _s3_uri(cls, value: str) -> str:
+        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", value):
+            raise ValueError("must be s3://bucket or s3://bucket/prefix")
+        return value.rstrip("/")
+
+
 class StackConfig(Strict):
+    # local: SQLite and folders under state_dir; production: PostgreSQL, S3 and MLflow auth
+    # (the `production` section), as docker-compose.yml runs them.
+    profile: Literal["local", "production"] = "local"
+    production: ProductionStackConfig | None = None
     state_dir: str = "state"
     prefect_port: int = 4200
     mlflow_port: int = 5000
@@ -268,6 +322,13 @@ class StackConfig(Strict):
     runner_port: int = 4201  # health endpoint of the process that serves the deployments
     evidently_ui: bool = True  # started by `mlops up`
     serve_deployments: bool = True  # schedules and triggers run only while something serves them
+    serve_predictions: bool = True  # the prediction service (`mlops serve`) on serving.host:port
+
+    @model_validator(mode="after")
+    def _profile_settings(self) -> StackConfig:
+        if self.profile == "production" and self.production is None:
+            raise ValueError("profile 'production' needs a stack.production section (see mlops.yaml)")
+        return self
 
     @property
     def evidently_url(self) -> str:
@@ -286,6 +347,26 @@ class StackConfig(Strict):
         return self.api_url.removesuffix("/api")
 
 
+class DaskConfig(Strict):
+    address: str | None = None  # a running scheduler, e.g. tcp://10.0.0.5:8786; null: a LocalCluster
+    workers: int | None = Field(None, ge=1)  # LocalCluster processes (one thread each); null: one per core
+    connect_timeout_seconds: float = Field(30.0, gt=0)  # a scheduler that does not answer by then is an error
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> DaskConfig:
+        if self.address and self.workers:
+            raise ValueError("workers sizes a LocalCluster; a cluster at `address` is sized where it runs")
+        return self
+
+
+class ComputeConfig(Strict):
+    """Where the parallel stages (candidate fits, per-slice evaluation) run: never what they compute."""
+
+    task_runner: Literal["threads", "dask"] = "threads"  # threads: a pool in the flow's process
+    threads: int = Field(2, ge=1)  # size of that pool
+    dask: DaskConfig = DaskConfig()
+
+
 class ProjectConfig(Strict):
     project: str
     data: DataConfig
@@ -298,6 +379,7 @@ class ProjectConfig(Strict):
     monitoring: MonitoringConfig = MonitoringConfig()
     serving: ServingConfig = ServingConfig()
     stack: StackConfig = StackConfig()
+    compute: ComputeConfig = ComputeConfig()
     # Set by `load_config`, not by the file: where relative paths resolve from.
     root: Annotated[Path, Field(exclude=True)] = Path(".")
     expectations_dir: str = "expectations"
@@ -327,7 +409,8 @@ class ProjectConfig(Strict):
         """Hash of everything that changes what the pipeline computes (not where it runs)."""
         # Promotion, serving and monitoring settings act after training; they do not change what it computes.
         payload = self.model_dump(
-            mode="json", exclude={"stack", "root", "expectations_dir", "promotion", "serving", "monitoring"}
+            mode="json",
+            exclude={"stack", "compute", "root", "expectations_dir", "promotion", "serving", "monitoring"},
         )
         for where in ("landing_uri", "snapshot_uri", "quarantine_uri", "s3"):
             payload["data"].pop(where)
@@ -346,8 +429,11 @@ def load_config(path: str | Path) -> ProjectConfig:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
+    if "root" in raw:
+        raise ConfigError(f"{path}: root: not a setting (relative paths resolve from the file's folder); remove it")
     try:
-        return ProjectConfig(**raw, root=path.resolve().parent)
+        # model_validate, not keyword arguments: a key YAML reads as a number is a named error
+        return ProjectConfig.model_validate({**raw, "root": path.resolve().parent})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None

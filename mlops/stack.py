@@ -7,7 +7,8 @@ signal stops it with every child it spawned), logs to `<state_dir>/logs/<name>.l
 and records its pid in `<state_dir>/run/<name>.pid`. Everything (ports, host, folders)
 comes from `config.stack`; a URL override (`prefect_api_url`, `mlflow_tracking_uri`) marks
 that server as external: it is checked, never started or stopped. `evidently_ui` and
-`serve_deployments` turn the other two off.
+`serve_deployments` turn the other two off. `stack.profile: production` runs the same
+processes on PostgreSQL, S3 and MLflow auth (`mlops/production.py` checks and prepares those).
 
 Only the standard library is imported at module level so the CLI stays fast; Prefect is
 imported inside `client_settings`.
@@ -32,11 +33,21 @@ from pathlib import Path
 
 from mlops.config import ProjectConfig, save_config
 from mlops.errors import ConfigError, ServiceUnavailableError
+from mlops.production import (
+    check_tracking_credentials,
+    client_env,
+    mlflow_backend_store_uri,
+    mlflow_server_env,
+    prefect_database_url,
+)
+from mlops.production import prepare as prepare_production
+from mlops.production import settings_of as production_settings
 
 PREFECT = "prefect"
 MLFLOW = "mlflow"
 EVIDENTLY = "evidently"
 DEPLOYMENTS = "deployments"
+SERVE = "serve"  # the prediction service, `mlops serve`
 START_TIMEOUT = 90.0  # seconds until the servers must answer their health check (and again for
 # the deployments, which start once Prefect answers: importing every flow takes a while)
 STOP_TIMEOUT = 20.0  # seconds between SIGTERM and SIGKILL
@@ -77,6 +88,8 @@ class StackInfo:
     evidently_url: str | None = None  # None when the Evidently UI is turned off
     evidently_pid: int | None = None
     deployments_pid: int | None = None  # the process serving the deployments
+    serving_url: str | None = None  # the prediction service; None when turned off
+    serving_pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +187,16 @@ def _services(config: ProjectConfig, config_file: Path | None = None) -> list[_S
         # jobs); a stop would orphan them, and nothing here uses them.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
+    if (production := production_settings(config)) is not None:
+        # PostgreSQL for both servers, S3 behind MLflow, MLflow's basic-auth app.
+        prefect_env["PREFECT_API_DATABASE_CONNECTION_URL"] = prefect_database_url(production)
+        mlflow_command[mlflow_command.index("--backend-store-uri") + 1] = mlflow_backend_store_uri(production)
+        mlflow_command[mlflow_command.index("--artifacts-destination") + 1] = production.artifacts_uri
+        mlflow_command += ["--serve-artifacts"]
+        if production.mlflow_auth:
+            mlflow_command += ["--app-name", "basic-auth"]
+        mlflow_env.update(mlflow_server_env(config))
+    clients_env = {**_base_env(), **client_env(config)}  # MLflow credentials in production
     return [
         _Service(
             name=PREFECT,
@@ -241,10 +264,32 @@ def _services(config: ProjectConfig, config_file: Path | None = None) -> list[_S
                 "--config",
                 str((config_file or _written_config(config)).resolve()),
             ],
-            env=_base_env(),
+            env=clients_env,
             pid_file=dirs["run"] / f"{DEPLOYMENTS}.pid",
             log_file=dirs["logs"] / f"{DEPLOYMENTS}.log",
             markers=("flows.deployments",),
+            needs_servers=True,
+            cwd=config.root,
+        ),
+        # Started before any model exists: it answers /health at once, /ready once the
+        # registry has a champion (it polls), so `mlops up` need not wait for training.
+        _Service(
+            name=SERVE,
+            url=f"http://{config.serving.host}:{config.serving.port}",
+            health_url=f"http://{config.serving.host}:{config.serving.port}/health",
+            port=config.serving.port,
+            managed=True,
+            enabled=stack.serve_predictions,
+            command=[
+                _venv_script("mlops"),
+                "--config",
+                str((config_file or _written_config(config)).resolve()),
+                "serve",
+            ],
+            env=clients_env,
+            pid_file=dirs["run"] / f"{SERVE}.pid",
+            log_file=dirs["logs"] / f"{SERVE}.log",
+            markers=("mlops",),
             needs_servers=True,
             cwd=config.root,
         ),
@@ -394,7 +439,7 @@ def start_stack(
     t0 = time.monotonic()
     for path in _dirs(config).values():
         path.mkdir(parents=True, exist_ok=True)
-    if config_file is None and config.stack.serve_deployments:
+    if config_file is None and (config.stack.serve_deployments or config.stack.serve_predictions):
         config_file = save_config(config, _written_config(config))
     services = [s for s in _services(config, config_file) if s.enabled]
     pids: dict[str, int | None] = {}
@@ -422,17 +467,24 @@ def start_stack(
                     f"port {service.port} on {config.stack.host} is already in use by a process"
                     f" that is not this project's {service.name} service"
                     f" (no live pid in {service.pid_file}): stop that process or set"
-                    f" stack.{_port_setting(service)} in the config"
+                    f" {_port_setting(service)} in the config"
                 )
             pids[service.name] = pid
             if pid is None:
                 to_start.append(service)
         servers = [s for s in services if not s.needs_servers]
+        starting = {s.name for s in to_start}
+        if production_settings(config) is not None and starting & {PREFECT, MLFLOW}:
+            # Databases, bucket and auth settings, checked before a server fails on them.
+            prepare_production(config, prefect=PREFECT in starting, mlflow=MLFLOW in starting)
         for service in to_start:
             if not service.needs_servers:
                 pids[service.name] = _spawn(service)
                 started.append(service.name)
         _wait_healthy(servers, pids, t0 + timeout, timeout)
+        if production_settings(config) is not None:
+            # What the deployments and the prediction service will authenticate with.
+            check_tracking_credentials(config.stack.tracking_uri, client_env(config))
         dependents = [s for s in services if s.needs_servers]
         for service in to_start:
             if service.needs_servers:
@@ -456,11 +508,15 @@ def start_stack(
         evidently_url=by_name[EVIDENTLY].url if EVIDENTLY in by_name else None,
         evidently_pid=pids.get(EVIDENTLY),
         deployments_pid=pids.get(DEPLOYMENTS),
+        serving_url=by_name[SERVE].url if SERVE in by_name else None,
+        serving_pid=pids.get(SERVE),
     )
 
 
 def _port_setting(service: _Service) -> str:
-    return "runner_port" if service.name == DEPLOYMENTS else f"{service.name}_port"
+    return {DEPLOYMENTS: "stack.runner_port", SERVE: "serving.port"}.get(
+        service.name, f"stack.{service.name}_port"
+    )
 
 
 def _wait_healthy(
@@ -586,6 +642,8 @@ def require_servers(config: ProjectConfig) -> None:
         raise ServiceUnavailableError(
             f"MLflow tracking server at {stack.tracking_uri} does not answer: run `mlops up`"
         )
+    if stack.tracking_uri.startswith("http"):
+        check_tracking_credentials(stack.tracking_uri)  # an auth-enabled server (production profile)
 
 
 @contextmanager

@@ -80,6 +80,7 @@ def stack_config(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
             # Started by the tests that need them (test_deployments), not for every session.
             "evidently_ui": False,
             "serve_deployments": False,
+            "serve_predictions": False,
         }
     )
     data = base.data.model_copy(

@@ -6,6 +6,8 @@ a drift event starts the retraining deployment, which the served process runs to
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,8 +27,9 @@ from flows.monitoring import MonitoringOutcome, MonitoringRequest, monitoring
 from flows.retraining import RetrainingOutcome
 from flows.training import TrainingOutcome, TrainingRequest, training_pipeline
 from mlops.config import ProjectConfig
-from mlops.stack import DEPLOYMENTS, EVIDENTLY, client_settings, stack_status, start_stack, stop_stack
+from mlops.stack import DEPLOYMENTS, EVIDENTLY, SERVE, client_settings, stack_status, start_stack, stop_stack
 from tasks.drift import DRIFT_RETRAIN
+from tests.conftest import REPO_ROOT, free_port
 from tests.integration.drift_setup import (
     copy_landing,
     drift_config,
@@ -53,8 +56,12 @@ def config(stack, stack_config: ProjectConfig, tmp_path_factory: pytest.TempPath
         retrain_window=3,
         max_roc_auc_drop=1.0,  # isolate data drift (see test_monitoring)
     )
-    served = base.stack.model_copy(update={"evidently_ui": True, "serve_deployments": True})
-    return base.model_copy(update={"stack": served})
+    served = base.stack.model_copy(
+        update={"evidently_ui": True, "serve_deployments": True, "serve_predictions": True}
+    )
+    # The service polls the registry each second here, so a new champion shows up quickly.
+    serving = base.serving.model_copy(update={"port": free_port(), "poll_seconds": 1.0})
+    return base.model_copy(update={"stack": served, "serving": serving})
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +76,7 @@ def served(config: ProjectConfig, config_file: Path) -> Iterator[Any]:
     try:
         yield info
     finally:
-        stop_stack(config, only={EVIDENTLY, DEPLOYMENTS})
+        stop_stack(config, only={EVIDENTLY, DEPLOYMENTS, SERVE})
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +95,40 @@ def champion(prefect_and_mlflow, config: ProjectConfig, config_file: Path) -> Tr
 
 
 def test_up_starts_the_evidently_ui_and_the_deployments(served, config: ProjectConfig) -> None:
-    assert set(served.started) == {EVIDENTLY, DEPLOYMENTS}  # Prefect and MLflow were already up
+    assert set(served.started) == {EVIDENTLY, DEPLOYMENTS, SERVE}  # Prefect and MLflow were already up
     statuses = {s.name: s for s in stack_status(config)}
-    assert set(statuses) == {"prefect", "mlflow", EVIDENTLY, DEPLOYMENTS}
+    assert set(statuses) == {"prefect", "mlflow", EVIDENTLY, DEPLOYMENTS, SERVE}
     assert all(s.running and s.healthy for s in statuses.values()), statuses
     assert httpx.get(f"{config.stack.evidently_url}/api/version", timeout=5).status_code == 200
     assert served.deployments_pid == statuses[DEPLOYMENTS].pid
+    assert served.serving_pid == statuses[SERVE].pid
+
+
+def test_the_served_champion_answers_the_sample_request(
+    served, champion: TrainingOutcome, config: ProjectConfig, config_file: Path
+) -> None:
+    # Started before any champion existed; `mlops predict` waits for it to pick one up.
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "mlops"),
+            "--config",
+            str(config_file),
+            "predict",
+            "--period",
+            BATCH,
+            "--rows",
+            "2",
+            "--wait",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"curl -s -X POST {served.serving_url}/predict" in result.stdout
+    assert result.stdout.count(f"champion v{champion.model_version}") == 2, result.stdout
 
 
 def test_deployments_carry_their_schedules_trigger_and_defaults(
