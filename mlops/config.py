@@ -430,7 +430,9 @@ def load_config(path: str | Path) -> ProjectConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     if "root" in raw:
-        raise ConfigError(f"{path}: root: not a setting (relative paths resolve from the file's folder); remove it")
+        raise ConfigError(
+            f"{path}: root: not a setting (relative paths resolve from the file's folder); remove it"
+        )
     try:
         # model_validate, not keyword arguments: a key YAML reads as a number is a named error
         return ProjectConfig.model_validate({**raw, "root": path.resolve().parent})

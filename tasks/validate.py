@@ -237,9 +237,7 @@ def validate_frame(
     # and spend seconds on one ten times too big (ten months in one file) to say nothing more.
     bounds = _row_bounds(suite)
     if not bounds["min_value"] <= len(frame) <= bounds.get("max_value", len(frame)):
-        failure = FailedExpectation(
-            "expect_table_row_count_to_be_between", None, bounds, observed=len(frame)
-        )
+        failure = FailedExpectation("expect_table_row_count_to_be_between", None, bounds, observed=len(frame))
         return ValidationReport(name, digest, batch, len(frame), 1, [failure], {"success": False})
 
     specs = list(suite["expectations"])
