@@ -35,7 +35,7 @@ def settings(**changes: object) -> ProductionStackConfig:
 @pytest.mark.parametrize(
     ("changes", "says"),
     [
-        ({"database_url": "postgresql://postgres:hunter2@db:5432"}, "PGPASSWORD"),
+        ({"database_url": "postgresql://postgres:hunter2@db:5432"}, "PGPASSWORD"),  # pragma: allowlist secret
         ({"database_url": "mysql://root@db:3306"}, "postgresql://"),
         ({"database_url": "postgresql://postgres@db:5432/mlflow"}, "prefect_database and mlflow_database"),
         ({"mlflow_database": "MLflow; DROP"}, "PostgreSQL identifier"),
