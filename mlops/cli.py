@@ -81,6 +81,10 @@ def main(
 ) -> None:
     # Only remember the path: `mlops <cmd> --help` must work without a valid config.
     ctx.obj = config
+    # The commands print their own summary with links: no MLflow "View run" lines or one
+    # download bar per small artifact in between (a user's explicit setting still wins).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def get_config(ctx: typer.Context) -> ProjectConfig:
@@ -211,7 +215,6 @@ def train(
 
     quiet_user_error_tracebacks()  # after the import above: Prefect configures logging then
     request = TrainingRequest(start=start, end=end, config_path=str(Path(ctx.obj).resolve()))
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the summary has the links
     with client_settings(config):
         outcome = run_with_progress("training-pipeline", lambda: training_pipeline(request), console)
     reused = " (already registered for this data and config)" if outcome.reused else ""
@@ -497,7 +500,6 @@ def monitor(
         last_day=last,
         model_version=model_version,
     )
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the summary has the links
     with client_settings(config):
         outcome = run_with_progress("monitoring", lambda: monitoring(request), console)
     colour = (
@@ -550,7 +552,6 @@ def replay(
     request = ReplayRequest(
         config_path=str(Path(ctx.obj).resolve()), start=start, end=end, bootstrap_months=bootstrap_months
     )
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     with client_settings(config):
         outcome = replay_flow(request)
     table = Table(
@@ -601,7 +602,6 @@ def lineage(
     from tasks.lineage import collect_lineage, lineage_tree
 
     config = get_config(ctx)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small record
     tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)  # fails fast if down
     snapshots = open_store(config.store_uri(config.data.snapshot_uri), config.data.s3)
     predictions = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
@@ -635,7 +635,6 @@ def reproduce(
 
     quiet_user_error_tracebacks()
     request = ReproduceRequest(model=model, config_path=str(Path(ctx.obj).resolve()))
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small record
     with client_settings(config):
         outcome = reproduce_flow(request)
     for m in outcome.headline:
