@@ -72,7 +72,7 @@ replay: venv up
 	$(BIN)/mlops replay --start 2013-01 --end 2013-12
 
 test: venv
-	$(BIN)/pytest -q tests -m "not long"
+	$(BIN)/pytest -q tests -m "not long" --durations=25
 
 # Faults injected against the real components, the long load test included; prints the table
 # (fault, runs, invariant violations, rows lost), written as JSON and Markdown to
