@@ -7,8 +7,10 @@ Nothing here is skipped when a server is missing: the fixtures start what they n
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +38,22 @@ def free_ports(count: int) -> list[int]:
         if (port := free_port()) not in ports:
             ports.append(port)
     return ports
+
+
+def wait_final(flow_run_id: Any, timeout: float) -> Any:
+    """The flow run once it is in a final state (read through the Prefect API); fails the test
+    naming the run and its state when that takes longer than `timeout` seconds."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            if time.monotonic() > deadline:
+                pytest.fail(f"flow run {run.name} still {run.state_name} after {timeout:.0f} s")
+            time.sleep(1)
 
 
 @pytest.fixture(scope="session")

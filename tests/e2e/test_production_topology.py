@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 from mlflow import MlflowClient
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
@@ -26,6 +25,7 @@ from mlops.config import ProjectConfig
 from mlops.stack import DEPLOYMENTS, MLFLOW, PREFECT, StackInfo, client_settings, stack_status
 from mlops.storage import Store
 from serving.samples import sample_records
+from tests.conftest import wait_final
 from tests.e2e.conftest import ARTIFACT_BUCKET, Postgres
 
 pytestmark = pytest.mark.e2e
@@ -42,15 +42,7 @@ class Runs:
 
 
 def _wait_final(flow_run_id: Any) -> FlowRun:
-    deadline = time.monotonic() + WAIT_SECONDS
-    with get_client(sync_client=True) as client:
-        while True:
-            run = client.read_flow_run(flow_run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            if time.monotonic() > deadline:
-                pytest.fail(f"flow run {run.name} still {run.state_name} after {WAIT_SECONDS} s")
-            time.sleep(1)
+    return wait_final(flow_run_id, WAIT_SECONDS)
 
 
 def _run_like_the_ui(config: ProjectConfig, flow: str, request: dict[str, Any]) -> FlowRun:

@@ -29,7 +29,7 @@ from flows.training import TrainingOutcome, TrainingRequest, training_pipeline
 from mlops.config import ProjectConfig
 from mlops.stack import DEPLOYMENTS, EVIDENTLY, SERVE, client_settings, stack_status, start_stack, stop_stack
 from tasks.drift import DRIFT_RETRAIN
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, wait_final
 from tests.integration.drift_setup import (
     copy_landing,
     drift_config,
@@ -163,15 +163,7 @@ def test_deployments_carry_their_schedules_trigger_and_defaults(
 
 
 def _wait_final(flow_run_id: Any) -> FlowRun:
-    deadline = time.monotonic() + WAIT_SECONDS
-    with get_client(sync_client=True) as client:
-        while True:
-            run = client.read_flow_run(flow_run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            if time.monotonic() > deadline:
-                pytest.fail(f"flow run {run.name} still {run.state_name} after {WAIT_SECONDS} s")
-            time.sleep(1)
+    return wait_final(flow_run_id, WAIT_SECONDS)
 
 
 def test_a_run_started_like_the_ui_does_what_the_cli_does(
