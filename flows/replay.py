@@ -1,7 +1,8 @@
 """The `replay` flow: production played month by month over landed data, the whole loop.
 
-Bootstrap: train on the first months (three by default; a month more each time the training
-pipeline finds nothing worth registering) and make that version the champion. Then, for
+Bootstrap: train on the first months (three by default) and make that version the champion
+(the best candidate, even when it does not beat the baselines by the project's margin: a
+replay needs a model to start from, and the note says so). Then, for
 every later month: monitor it against the champion; when the verdict says retrain, run the
 retraining flow (train on the months before, let the promotion gates judge on this month);
 move on. The timeline (a table and a plot of the champion's ROC-AUC on each month, with the
@@ -33,7 +34,7 @@ from flows.retraining import RetrainingOutcome, RetrainingRequest, retraining
 from flows.training import MONTH, Stores, TrainingOutcome, TrainingRequest, ingest_batches, prefect_run_url
 from flows.training import training_pipeline as training_flow
 from mlops.config import ProjectConfig, load_config, period_range, save_config
-from mlops.errors import ConfigError, LandingError, TrainingError
+from mlops.errors import ConfigError, LandingError, NoBetterThanBaselineError
 from mlops.tracking import Tracker
 from tasks.drift import build_current_frame, current_quality, landed_periods
 from tasks.gates import positive_proba
@@ -103,21 +104,21 @@ def replay_config(config: ProjectConfig) -> ProjectConfig:
 
 
 def bootstrap(
-    config_path: str, periods: list[str], months: int
-) -> tuple[TrainingOutcome, list[str], list[str]]:
-    """The first champion: the first `months` months, one more whenever nothing is registered."""
-    notes = []
-    for n in range(months, len(periods)):  # leave at least one month to monitor
-        window = periods[:n]
-        try:
-            outcome = training_flow(TrainingRequest(start=window[0], end=window[-1], config_path=config_path))
-        except TrainingError as exc:
-            notes.append(f"bootstrap on {window[0]}..{window[-1]} registered nothing ({exc}); one more month")
-            continue
-        return outcome, window, notes
-    raise TrainingError(
-        f"no bootstrap window from {periods[0]} registered a model before {periods[-1]}: " + "; ".join(notes)
+    config: ProjectConfig, config_path: str, periods: list[str]
+) -> tuple[TrainingOutcome, list[str]]:
+    """The first champion, trained on `periods`. Production needs a model to start from, so
+    if no candidate beats the baselines by the project's margin, the best one is registered
+    anyway (the fits are cached: only the selection runs again), and a note says so."""
+    request = TrainingRequest(start=periods[0], end=periods[-1], config_path=config_path)
+    try:
+        return training_flow(request), []
+    except NoBetterThanBaselineError as exc:
+        note = f"bootstrap on {periods[0]}..{periods[-1]}: {exc}; registered the best candidate anyway"
+    relaxed = config.model_copy(
+        update={"training": config.training.model_copy(update={"min_gain_over_baseline": -1.0})}
     )
+    path = save_config(relaxed, Path(config_path).with_name("bootstrap.yaml"))
+    return training_flow(request.model_copy(update={"config_path": str(path)})), [note]
 
 
 @task(task_run_name="v{version} on {period}", cache_policy=NO_CACHE, persist_result=False)
@@ -315,7 +316,8 @@ def replay(request: ReplayRequest = ReplayRequest()) -> ReplayOutcome:  # noqa: 
     tracker = Tracker(config.stack.tracking_uri, config.monitoring.experiment)
     name = config.registry.model_name
 
-    first, bootstrap_periods, notes = bootstrap(config_path, periods, request.bootstrap_months)
+    bootstrap_periods = periods[: request.bootstrap_months]
+    first, notes = bootstrap(config, config_path, bootstrap_periods)
     tracker.set_alias(name, CHAMPION, first.model_version)  # the replay's starting point, not a gate decision
     if PREVIOUS in tracker.aliases(name):
         tracker.delete_alias(name, PREVIOUS)  # left by an earlier replay

@@ -414,6 +414,8 @@ class ProjectConfig(Strict):
         )
         for where in ("landing_uri", "snapshot_uri", "quarantine_uri", "s3"):
             payload["data"].pop(where)
+        # The margin over the baselines only decides whether the result is registered.
+        payload["training"].pop("min_gain_over_baseline")
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -29,6 +29,10 @@ class TrainingError(MlopsError):
     """Training finished but produced nothing worth registering."""
 
 
+class NoBetterThanBaselineError(TrainingError):
+    """No candidate beat the baselines by the configured margin."""
+
+
 class ServiceUnavailableError(MlopsError):
     """A server the pipeline needs (Prefect, MLflow, S3) does not answer."""
 

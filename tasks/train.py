@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from mlops.config import CandidateConfig, Distribution, FeaturesConfig, TrainingConfig
-from mlops.errors import TrainingError
+from mlops.errors import NoBetterThanBaselineError, TrainingError
 from tasks.evaluate import Evaluation, evaluate_model
 from tasks.features import Split, build_preprocessor
 
@@ -185,7 +185,7 @@ def select_best(results: list[CandidateResult], metric: str, min_gain: float) ->
     best = max(contenders, key=lambda r: r.cv_mean if higher_is_better else -r.cv_mean)
     if gain(holdout(best), holdout(best_baseline)) < min_gain:
         scores = ", ".join(f"{r.name}={holdout(r):.4f}" for r in results)
-        raise TrainingError(
+        raise NoBetterThanBaselineError(
             f"no candidate beats the baseline: best {best.name} has holdout {metric} {holdout(best):.4f} "
             f"vs baseline {best_baseline.name} {holdout(best_baseline):.4f} (needed a gain of {min_gain}); "
             f"all: {scores}"

@@ -17,9 +17,9 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Artifact
 
-from flows.replay import ReplayOutcome, ReplayRequest, model_roc_auc, replay, replay_config
+from flows.replay import ReplayOutcome, ReplayRequest, bootstrap, model_roc_auc, replay, replay_config
 from flows.training import Stores
-from mlops.config import ProjectConfig
+from mlops.config import ProjectConfig, save_config
 from mlops.stack import client_settings
 from mlops.tracking import Tracker
 from tasks.drift import RETRAIN_VERDICTS
@@ -76,6 +76,23 @@ def test_the_timeline_holds_each_months_decision(played: ReplayOutcome) -> None:
     # The never-retrained curve is the bootstrap model: the champion in both months here.
     for row in (april, may):
         assert row.frozen_roc_auc == row.champion_roc_auc and 0.55 < row.champion_roc_auc < 0.95
+
+
+def test_a_bootstrap_below_the_margin_still_starts_the_replay(
+    played: ReplayOutcome, config: ProjectConfig, tmp_path: Path
+) -> None:
+    """With a margin no candidate meets, the bootstrap still registers the best one on exactly
+    its months, and says so. The margin is not part of the training fingerprint, so the
+    second selection reuses the replay's fits and finds the version it registered."""
+    replayed = replay_config(config)
+    strict = replayed.model_copy(
+        update={"training": replayed.training.model_copy(update={"min_gain_over_baseline": 0.5})}
+    )
+    first, notes = bootstrap(strict, str(save_config(strict, tmp_path / "mlops.yaml")), MONTHS[:3])
+    assert (first.model_version, first.reused) == (played.bootstrap_version, True)
+    assert len(notes) == 1 and "no candidate beats the baseline" in notes[0], notes
+    assert "needed a gain of 0.5" in notes[0] and "2013-01..2013-03" in notes[0]
+    assert (tmp_path / "bootstrap.yaml").exists()
 
 
 def test_the_decisions_match_the_registry(played: ReplayOutcome, config: ProjectConfig) -> None:

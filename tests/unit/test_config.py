@@ -85,3 +85,15 @@ def test_fingerprint_ignores_where_things_run(config: ProjectConfig) -> None:
 def test_fingerprint_changes_with_features(config: ProjectConfig) -> None:
     fewer = config.features.model_copy(update={"numeric": config.features.numeric[:-1]})
     assert config.model_copy(update={"features": fewer}).fingerprint != config.fingerprint
+
+
+def test_fingerprint_ignores_the_registration_margin_but_not_the_fits(config: ProjectConfig) -> None:
+    """The margin over the baselines decides whether a result is registered, not what is fit:
+    a stricter or looser margin reuses the same cached fits."""
+    training = config.training
+    looser = config.model_copy(
+        update={"training": training.model_copy(update={"min_gain_over_baseline": -1.0})}
+    )
+    assert looser.fingerprint == config.fingerprint
+    reseeded = config.model_copy(update={"training": training.model_copy(update={"seed": training.seed + 1})})
+    assert reseeded.fingerprint != config.fingerprint
