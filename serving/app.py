@@ -27,7 +27,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import count
 from typing import Any
 
@@ -38,6 +38,7 @@ from fastapi.responses import Response
 
 from mlops.config import ProjectConfig, load_config
 from mlops.storage import open_store
+from serving.fastpath import compile_scorer
 from serving.models import LoadedModel, ModelWatcher, RegistrySource
 from serving.predlog import PredictionLog, log_schema
 from serving.schema import FeatureSchema, InputError, PredictResponse
@@ -93,16 +94,17 @@ def create_app(config: ProjectConfig, own_process: bool = False) -> FastAPI:
     model_name = config.registry.model_name
     store = open_store(config.store_uri(settings.prediction_log_uri), config.data.s3)
 
-    def warm_up(model: LoadedModel) -> None:
-        rows = schema.missing_row() if model.example is None else schema.conform(model.example)
-        model.scores(rows)
+    def prepare(model: LoadedModel) -> LoadedModel:
+        probe = schema.probe_rows(model.example)
+        model.scores(probe)  # fails here, before the swap, if the model cannot score
+        return replace(model, fast=compile_scorer(model.pipeline, model.positive_index, probe))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = RegistrySource(
             config.stack.tracking_uri, config.registry.experiment, model_name, schema.columns
         )
-        watcher = ModelWatcher(registry, warm_up, settings.poll_seconds)
+        watcher = ModelWatcher(registry, prepare, settings.poll_seconds)
         await asyncio.to_thread(watcher.poll_once)  # load before the first request is accepted
         watcher.start()
         log = PredictionLog(

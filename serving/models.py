@@ -1,9 +1,9 @@
 """The registered versions the service scores with, and swapping them without a pause.
 
 A `ModelWatcher` asks the registry where the `champion` and `challenger` aliases point.
-When one moves, the new version is downloaded, loaded and made to score its logged input
-example (so nothing is left to initialise lazily, and a model that cannot score is never
-swapped in), and only then does one attribute assignment
+When one moves, the new version is downloaded, loaded and prepared (it scores probe rows,
+so nothing is left to initialise lazily and a model that cannot score is never swapped in;
+the service also compiles its fast path then), and only then does one attribute assignment
 replace the `ServingModels` the scorer reads. A batch takes that reference once when it
 starts, so requests in flight finish on the model they started with. A load that fails
 leaves the current models serving; the failure is kept for `/ready` and `/model`, and
@@ -43,10 +43,17 @@ class LoadedModel:
     loaded_at: datetime
     load_seconds: float
     example: pd.DataFrame | None = None  # the input example it was logged with: its warm-up rows
+    fast: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None  # see serving.fastpath
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
         """Probability of the positive class for each row."""
         return self.pipeline.predict_proba(frame)[:, self.positive_index]
+
+    def score_columns(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """The same, from column arrays: through the compiled fast path when there is one."""
+        if self.fast is not None:
+            return self.fast(columns)
+        return self.scores(pd.DataFrame(columns, copy=False))
 
     def describe(self, alias: str) -> dict[str, Any]:
         return {
@@ -57,6 +64,7 @@ class LoadedModel:
             "metrics": self.metrics,
             "loaded_at": self.loaded_at.isoformat(timespec="seconds"),
             "load_seconds": round(self.load_seconds, 2),
+            "scorer": "compiled fast path" if self.fast is not None else "pipeline",
         }
 
 
@@ -183,11 +191,11 @@ class ModelWatcher:
     def __init__(
         self,
         source: ModelSource,
-        warm_up: Callable[[LoadedModel], None],
+        prepare: Callable[[LoadedModel], LoadedModel],
         poll_seconds: float,
     ) -> None:
         self.source = source
-        self.warm_up = warm_up
+        self.prepare = prepare
         self.poll_seconds = poll_seconds
         self.models = ServingModels()  # read without a lock: a reference swap is atomic
         self.status = WatcherStatus()
@@ -246,8 +254,7 @@ class ModelWatcher:
         if failure is not None and failure.version == version and time.monotonic() < failure.retry_at:
             return keep
         try:
-            model = self.source.load(version)
-            self.warm_up(model)
+            model = self.prepare(self.source.load(version))
         except Exception as exc:  # any failure to load keeps the old model serving
             attempts = failure.attempts + 1 if failure is not None and failure.version == version else 1
             pause = min(self.poll_seconds * 2 ** (attempts - 1), MAX_RETRY_SECONDS)

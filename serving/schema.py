@@ -206,6 +206,17 @@ class FeatureSchema:
         columns |= {c: np.array([np.nan], dtype=object) for c in self.categorical}
         return pd.DataFrame(columns)
 
+    def probe_rows(self, example: pd.DataFrame | None) -> pd.DataFrame:
+        """Rows a model must score before it serves: its logged input example, a row with
+        every feature missing, and a row of categories it never saw."""
+        unseen = self.missing_row()
+        for name in self.categorical:
+            unseen[name] = np.array(["unseen category"], dtype=object)
+        rows = [self.missing_row(), unseen]
+        if example is not None:
+            rows.insert(0, self.conform(example))
+        return pd.concat(rows, ignore_index=True)
+
     def openapi_request_schema(self, ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The request body's JSON schema (either form) and the definitions it refers to."""
         adapter = TypeAdapter(self.request_model | list[self.record_model])  # type: ignore[name-defined]

@@ -29,7 +29,6 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from mlops.config import ServingConfig
 from serving.models import LoadedModel, ModelWatcher
@@ -93,7 +92,6 @@ class _Chunk:
     records: list[Any]
     columns: dict[str, np.ndarray] | None = None
     keys: list[str | None] | None = None
-    frame: pd.DataFrame | None = None
     scores: np.ndarray | None = None
 
 
@@ -261,10 +259,9 @@ class Scorer:
         return chunks
 
     def _score_chunk(self, chunk: _Chunk) -> None:
-        """On a scoring thread: build the chunk's frame and score it."""
+        """On a scoring thread: build the chunk's columns and score them."""
         chunk.columns, chunk.keys = self.schema.to_columns(chunk.records)
-        chunk.frame = pd.DataFrame(chunk.columns, copy=False)
-        chunk.scores = chunk.model.scores(chunk.frame)
+        chunk.scores = chunk.model.score_columns(chunk.columns)
 
     # -- after the answers: the log and the shadow ------------------------------------------
     def _in_background(
@@ -303,7 +300,7 @@ class Scorer:
             if shadow is None:
                 continue
             try:
-                shadow_scores = shadow.scores(chunk.frame)
+                shadow_scores = shadow.score_columns(chunk.columns)
             except Exception as exc:  # a broken challenger must not stop the champion's log
                 self.shadow_errors += 1
                 self.last_shadow_error = f"{type(exc).__name__}: {exc}"[:500]

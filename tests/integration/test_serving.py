@@ -197,6 +197,9 @@ class TestChampionService:
             assert model["name"] == MODEL and model["version"] == versions["forest"]
             assert model["metrics"]["holdout_roc_auc"] > 0.6  # from the version's tags
             assert model["models"]["challenger"]["version"] == versions["logistic"]
+            # The forest scores through the compiled path; the one-hot logistic through its pipeline.
+            assert model["models"]["champion"]["scorer"] == "compiled fast path"
+            assert model["models"]["challenger"]["scorer"] == "pipeline"
             assert model["mode"] == "none"
             spec = client.get(f"{url}/openapi.json").json()
         body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]

@@ -48,7 +48,7 @@ def registry() -> Registry:
 
 @pytest.fixture
 def watcher(registry: Registry) -> ModelWatcher:
-    return ModelWatcher(registry, warm_up=lambda model: None, poll_seconds=0.01)
+    return ModelWatcher(registry, prepare=lambda model: model, poll_seconds=0.01)
 
 
 def versions(watcher: ModelWatcher) -> tuple[str | None, str | None]:
@@ -81,7 +81,9 @@ def test_without_a_champion_the_challenger_is_primary(registry: Registry, watche
     assert watcher.models.under_test is None
 
 
-def test_a_failed_load_keeps_the_old_model_and_is_retried_later(registry: Registry, watcher) -> None:
+def test_a_failed_load_keeps_the_old_model_and_is_retried_later(registry: Registry) -> None:
+    # A pause of a minute: a 10 ms one could end before the next poll on a busy machine.
+    watcher = ModelWatcher(registry, prepare=lambda model: model, poll_seconds=60)
     registry.alias_map = {"champion": "1"}
     watcher.poll_once()
     registry.alias_map = {"champion": "2"}
@@ -101,11 +103,11 @@ def test_a_failed_load_keeps_the_old_model_and_is_retried_later(registry: Regist
     assert versions(watcher) == ("2", None) and watcher.status.failures == {}
 
 
-def test_a_failing_warm_up_is_a_failed_load(registry: Registry) -> None:
-    def refuse(model: LoadedModel) -> None:
+def test_a_failing_preparation_is_a_failed_load(registry: Registry) -> None:
+    def refuse(model: LoadedModel) -> LoadedModel:
         raise RuntimeError("cannot score its own example")
 
-    watcher = ModelWatcher(registry, warm_up=refuse, poll_seconds=0.01)
+    watcher = ModelWatcher(registry, prepare=refuse, poll_seconds=0.01)
     registry.alias_map = {"champion": "1"}
     watcher.poll_once()
     assert watcher.models.primary is None
