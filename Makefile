@@ -13,7 +13,7 @@ END ?= 2013-06
 SAMPLE ?=
 MONITOR ?= 2013-07 2013-08 2013-09
 
-.PHONY: venv lock up down status seed train serve demo demo-monitor replay test reliability lint bench bench-serving bench-drift
+.PHONY: venv lock up down status seed train serve demo demo-monitor replay test reliability lint bench bench-tools bench-serving bench-drift
 
 venv: $(STAMP)
 
@@ -88,11 +88,18 @@ lint: venv
 # Every section in its own process → bench/REPORT.md and bench/plots/ (raw JSON and logs in
 # bench/results/, git-ignored). Hours at full size; `SECTIONS="validation drift"` picks some.
 SECTIONS ?=
-bench: venv
+bench: venv bench-tools
 	nice -n 19 $(BIN)/python bench/run.py $(if $(SECTIONS),--sections $(SECTIONS))
 
-bench-serving: venv
+bench-serving: venv bench-tools
 	$(BIN)/python bench/serving.py
+
+# wrk (Debian's package) loads the servers from C: an asyncio load generator in Python takes
+# a core of the two the servers need. Without root or apt, the bench falls back to httpx.
+bench-tools:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)); } || \
+		echo "wrk is not installed (apt-get install wrk): the serving benchmark uses httpx instead"
 
 bench-drift: venv
 	$(BIN)/python bench/drift.py
