@@ -147,7 +147,11 @@ def compile_scorer(pipeline: Any, positive_index: int, probe: pd.DataFrame) -> S
         return proba(np.column_stack(blocks))[:, positive_index]
 
     expected = pipeline.predict_proba(probe)[:, positive_index]
-    got = score({c: probe[c].to_numpy() for c in probe.columns})
+    try:
+        got = score({c: probe[c].to_numpy() for c in probe.columns})
+    except Exception as exc:  # the pipeline scored these rows: the fast path must too
+        logger.warning("the fast path failed on the probe rows (%s): scoring through the pipeline", exc)
+        return None
     if not np.array_equal(expected, got):
         worst = float(np.nanmax(np.abs(expected - got))) if expected.shape == got.shape else float("nan")
         logger.warning(
