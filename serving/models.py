@@ -42,7 +42,7 @@ class LoadedModel:
     run_id: str
     loaded_at: datetime
     load_seconds: float
-    example: pd.DataFrame | None = None  # the input example it was logged with: its warm-up rows
+    example: pd.DataFrame | None = None  # the input example it was logged with: among its probe rows
     fast: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None  # see serving.fastpath
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:

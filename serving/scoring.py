@@ -1,7 +1,8 @@
 """Scoring requests in micro-batches.
 
 One sklearn `predict_proba` call costs about the same for 1 row as for 50 (3-6 ms here,
-most of it per-call overhead of the ColumnTransformer and the forest), so requests that
+most of it per-call overhead of the ColumnTransformer and the forest; 0.4 ms through the
+compiled fast path of `serving.fastpath`, still mostly per call), so requests that
 arrive together are scored together: each request is queued, and one consumer takes
 everything queued (up to `batch_max_rows`) as one batch, optionally after waiting
 `batch_wait_ms` for more. While a batch is scored on a worker thread, the event loop goes
