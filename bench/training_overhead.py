@@ -30,7 +30,8 @@ def bare_pipeline(config_path: str, start: str, end: str) -> dict:
 
     import skops.io as sio
 
-    from mlops.config import load_config, period_range
+    from mlops.config import load_config
+    from mlops.periods import period_range
     from mlops.storage import open_store
     from tasks.features import build_training_frame, fingerprint_inputs, time_split
     from tasks.ingest import ingest_file
@@ -145,7 +146,8 @@ def main() -> None:
         return
 
     from bench.common import isolated_config, machine_line, write_result
-    from mlops.config import load_config, period_range
+    from mlops.config import load_config
+    from mlops.periods import period_range
     from mlops.seed import seed_landing
     from mlops.stack import start_stack, stop_stack
     from mlops.storage import open_store

@@ -42,8 +42,9 @@ from flows.training import (
     reject_failed,
     validate_batches,
 )
-from mlops.config import ProjectConfig, load_config, period_range
+from mlops.config import ProjectConfig, load_config
 from mlops.errors import PromotionError
+from mlops.periods import period_range
 from mlops.tracking import CHALLENGER, ModelVersionInfo, Tracker
 from tasks.features import fingerprint_inputs
 from tasks.gates import (

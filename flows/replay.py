@@ -33,8 +33,9 @@ from flows.monitoring import CHAMPION, MonitoringOutcome, MonitoringRequest, mon
 from flows.retraining import RetrainingOutcome, RetrainingRequest, retraining
 from flows.training import MONTH, Stores, TrainingOutcome, TrainingRequest, ingest_batches, prefect_run_url
 from flows.training import training_pipeline as training_flow
-from mlops.config import ProjectConfig, load_config, period_range, save_config
+from mlops.config import ProjectConfig, load_config, save_config
 from mlops.errors import ConfigError, LandingError, NoBetterThanBaselineError
+from mlops.periods import period_range
 from mlops.tracking import Tracker
 from tasks.drift import build_current_frame, current_quality, landed_periods
 from tasks.gates import positive_proba

@@ -22,8 +22,9 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
 from flows.runners import stage_runner, submit
-from mlops.config import ProjectConfig, load_config, period_range
+from mlops.config import ProjectConfig, load_config
 from mlops.errors import BadBatchError, MlopsError
+from mlops.periods import period_range
 from mlops.storage import Store, open_store
 from mlops.tracking import RegisteredVersion, Tracker, code_version
 from tasks.features import Split, TrainingFrame, build_features, fingerprint_inputs, time_split

@@ -17,8 +17,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from mlops.config import ProjectConfig, load_config, period_range
+from mlops.config import ProjectConfig, load_config
 from mlops.errors import MlopsError
+from mlops.periods import period_range
 
 app = typer.Typer(
     help="Orchestrated MLOps pipeline: local Prefect + MLflow stack, landing data, training.",

@@ -18,8 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlops.errors import ConfigError
 
-PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
 
 class Strict(BaseModel):
     """Base for every config section: an unknown key is an error, not a silent no-op."""
@@ -457,19 +455,3 @@ def save_config(config: ProjectConfig, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(payload, sort_keys=False))
     return path
-
-
-def period_range(start: str, end: str) -> list[str]:
-    """Months from start to end inclusive, as 'YYYY-MM'."""
-    for value in (start, end):
-        if not PERIOD_RE.match(value):
-            raise ConfigError(f"period {value!r} is not of the form YYYY-MM")
-    y, m = map(int, start.split("-"))
-    end_y, end_m = map(int, end.split("-"))
-    if (y, m) > (end_y, end_m):
-        raise ConfigError(f"start period {start} is after end period {end}")
-    periods = []
-    while (y, m) <= (end_y, end_m):
-        periods.append(f"{y:04d}-{m:02d}")
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    return periods

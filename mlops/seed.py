@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlops.config import PERIOD_RE, ProjectConfig
+from mlops.config import ProjectConfig
 from mlops.errors import ConfigError, LandingError
+from mlops.periods import PERIOD_RE
 from mlops.storage import Store, sha256_bytes
 
 FLIGHTS, WEATHER, PLANES = "flights", "weather", "planes"

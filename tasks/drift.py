@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mlops.config import MonitoringConfig, ProjectConfig, TableSpec
 from mlops.errors import BadBatchError, ConfigError, LandingError
+from mlops.periods import PERIOD_BODY, shift_period
 from mlops.storage import Store
 from tasks.evaluate import classification_metrics
 from tasks.features import add_derived, build_training_frame, join_tables, label_rows
@@ -117,18 +118,11 @@ def sample_rows(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.Data
 # -- months in the landing zone -------------------------------------------------------------
 
 
-def shift_period(period: str, months: int) -> str:
-    """'2013-03' shifted by -2 is '2013-01'."""
-    year, month = map(int, period.split("-"))
-    index = year * 12 + month - 1 + months
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
 def landed_periods(landing: Store, spec: TableSpec) -> list[str]:
     """Months with a file of a partitioned table in the landing zone (any type), oldest first."""
     prefix, _, suffix = spec.path.partition("{period}")
     stem = re.sub(r"\.[A-Za-z0-9]+$", "", suffix)
-    pattern = re.compile(rf"^{re.escape(prefix)}(\d{{4}}-(?:0[1-9]|1[0-2])){re.escape(stem)}\.[A-Za-z0-9]+$")
+    pattern = re.compile(rf"^{re.escape(prefix)}({PERIOD_BODY}){re.escape(stem)}\.[A-Za-z0-9]+$")
     folder = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
     return sorted({m.group(1) for key in landing.list(folder) if (m := pattern.match(key))})
 

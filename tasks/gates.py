@@ -34,13 +34,13 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from mlops.config import (
-    PERIOD_RE,
     ChampionGateConfig,
     OperationalGateConfig,
     QualityGateConfig,
     SliceGateConfig,
 )
 from mlops.errors import BadBatchError, PromotionError
+from mlops.periods import PERIOD_RE, next_period
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -103,11 +103,6 @@ def verdict(gates: list[GateResult]) -> tuple[bool, list[str]]:
 
 
 # -- evaluation period --------------------------------------------------------------------
-
-
-def next_period(period: str) -> str:
-    year, month = map(int, period.split("-"))
-    return f"{year + 1:04d}-01" if month == 12 else f"{year:04d}-{month + 1:02d}"
 
 
 def periods_span(tag: str | None) -> tuple[str, str] | None:

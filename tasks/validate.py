@@ -24,8 +24,8 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 from prefect import task
 
-from mlops.config import PERIOD_RE
 from mlops.errors import ConfigError
+from mlops.periods import PERIOD_RE
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no phoning home from a pipeline
 _GX_LOCK = threading.Lock()  # the GX context is shared by validation tasks running in threads

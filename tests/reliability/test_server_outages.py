@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import ProjectConfig, load_config, period_range, save_config
+from mlops.config import ProjectConfig, load_config, save_config
+from mlops.periods import period_range
 from mlops.stack import start_stack, stop_stack
 from mlops.storage import Store, open_store
 from mlops.tracking import CHALLENGER, REGISTRATION_TAG, Tracker

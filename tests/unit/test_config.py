@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops.config import ProjectConfig, load_config, period_range
+from mlops.config import ProjectConfig, load_config
 from mlops.errors import ConfigError
+from mlops.periods import period_range
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "mlops.yaml"
 

@@ -16,8 +16,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlops.config import PERIOD_RE, ProjectConfig, load_config, period_range, save_config
+from mlops.config import ProjectConfig, load_config, save_config
 from mlops.errors import ConfigError
+from mlops.periods import PERIOD_RE, period_range
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "mlops.yaml"
 RAW = yaml.safe_load(REPO_CONFIG.read_text())

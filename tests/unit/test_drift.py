@@ -14,6 +14,7 @@ import pytest
 
 from mlops.config import MonitoringConfig, ProjectConfig, TableSpec, load_config
 from mlops.errors import ConfigError
+from mlops.periods import shift_period
 from mlops.seed import load_source
 from mlops.storage import LocalStore
 from tasks.drift import (
@@ -38,7 +39,6 @@ from tasks.drift import (
     retraining_window,
     run_report,
     sample_rows,
-    shift_period,
 )
 from tasks.features import build_training_frame
 

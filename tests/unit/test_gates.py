@@ -13,6 +13,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from mlops.config import ChampionGateConfig, OperationalGateConfig, QualityGateConfig, SliceGateConfig
 from mlops.errors import BadBatchError, PromotionError
+from mlops.periods import next_period
 from tasks.gates import (
     ApprovalAnswer,
     ProbeResult,
@@ -24,7 +25,6 @@ from tasks.gates import (
     data_gate,
     default_eval_period,
     measure_speed,
-    next_period,
     operational_gates,
     positive_proba,
     quality_gates,
