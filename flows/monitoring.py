@@ -21,10 +21,19 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
-from flows.training import MONTH, Stores, artifact_key, ingest_batches, prefect_run_url
+from flows.stages import (
+    artifact_key,
+    dimension_frames,
+    evidently_report,
+    ingest_batches,
+    prefect_run_url,
+    reference_frame,
+)
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import BadBatchError, ConfigError
-from mlops.storage import open_store
+from mlops.names import CHALLENGER, CHAMPION
+from mlops.periods import PERIOD_PATTERN, period_start
+from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
 from tasks.drift import (
     CANNOT_JUDGE,
@@ -37,7 +46,6 @@ from tasks.drift import (
     add_to_workspace,
     build_current_frame,
     current_quality,
-    evidently_report,
     figures_from_snapshot,
     judge,
     monitored_columns,
@@ -45,14 +53,11 @@ from tasks.drift import (
     plan_columns,
     prediction_log_frame,
     read_prediction_log,
-    reference_frame,
     sample_rows,
     summary_document,
 )
 from tasks.gates import positive_proba
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 DRIFT_EVENT = "mlops.drift.detected"  # the retraining deployment's trigger listens for this
 MONITORED_EVENT = "mlops.monitoring.completed"  # every batch, whatever the verdict
 
@@ -65,7 +70,9 @@ class MonitoringRequest(BaseModel):
         "landing", description="landing: a month of the landing zone; prediction_log: served predictions"
     )
     period: str | None = Field(
-        None, description="landing: the month, YYYY-MM; empty: the newest landed month", pattern=MONTH
+        None,
+        description="landing: the month, YYYY-MM; empty: the newest landed month",
+        pattern=PERIOD_PATTERN,
     )
     first_day: date | None = Field(None, description="prediction_log: first day (UTC); empty: last_day")
     last_day: date | None = Field(None, description="prediction_log: last day (UTC); empty: today")
@@ -143,17 +150,15 @@ def load_landing_batch(config: ProjectConfig, stores: Stores, period: str | None
         batches = ingest_batches(config, stores, [period])
     except BadBatchError as exc:
         return LoadedBatch(name, period, None, str(exc))
-    dims = {label: b.frame for label, b in batches.items() if b.snapshot.period is None}
-    current = build_current_frame(batches[period].frame, dims, config)
-    year, month = map(int, period.split("-"))
-    stamp = datetime(year, month, 1)
+    current = build_current_frame(batches[period].frame, dimension_frames(batches), config)
+    stamp = period_start(period)
     return LoadedBatch(f"{name}@{batches[period].snapshot.sha256[:12]}", period, current, timestamp=stamp)
 
 
 def load_logged_batch(config: ProjectConfig, first: date | None, last: date | None) -> LoadedBatch:
     last = last or date.today()
     first = first or last
-    store = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
+    store = Stores.from_config(config).predictions
     name = f"predictions/{first.isoformat()}..{last.isoformat()}"
     log = read_prediction_log(store, first, last)
     if log.empty:

@@ -31,50 +31,50 @@ from prefect.states import Running
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from flows.probe import ModelProbe
 from flows.runners import stage_runner, submit
-from flows.training import (
-    Stores,
-    features,
+from flows.stages import (
+    batch_fingerprint,
+    build_features,
+    compare_slice_column,
+    compare_with_champion,
+    dimension_frames,
     ingest_batches,
     link_lineage,
     prefect_run_url,
+    probe_operational,
     publish_lineage,
     reject_failed,
+    score_version,
     validate_batches,
 )
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import PromotionError
+from mlops.names import CHALLENGER, CHAMPION, PREVIOUS
 from mlops.periods import period_range
-from mlops.tracking import CHALLENGER, ModelVersionInfo, Tracker
-from tasks.features import fingerprint_inputs
+from mlops.storage import Stores
+from mlops.tracking import ModelVersionInfo, Tracker
 from tasks.gates import (
     ApprovalAnswer,
     AucComparison,
     GateResult,
-    ModelProbe,
     ProbeResult,
     SliceRow,
     approval_gate,
     champion_gates,
-    compare_slice_column,
-    compare_with_champion,
     data_gate,
     default_eval_period,
     no_champion_slice_gates,
     operational_gates,
-    probe_operational,
     quality_gates,
     require_both_classes,
     require_slice_columns,
     require_unseen,
-    score_version,
     skip,
     slice_verdicts,
     verdict,
 )
 
-CHAMPION = "champion"
-PREVIOUS = "previous"
 PROBE_ROWS = 500  # eval rows handed to the operational probe (repeated up to its batch size)
 TAG_LIMIT = 5000  # MLflow's longest model version tag value
 
@@ -227,9 +227,9 @@ def load_eval_data(config: ProjectConfig, period: str) -> tuple[pd.DataFrame, np
     stores = Stores.from_config(config)
     batches = ingest_batches(config, stores, [period])
     reject_failed(stores, batches, validate_batches(config, batches))
-    fingerprint = fingerprint_inputs(config.fingerprint, *sorted(b.snapshot.sha256 for b in batches.values()))
-    dims = {label: b.frame for label, b in batches.items() if b.snapshot.period is None}
-    labelled = features.submit({period: batches[period].frame}, dims, config, fingerprint).result()
+    fingerprint = batch_fingerprint(config, [b.snapshot.sha256 for b in batches.values()])
+    batch = {period: batches[period].frame}
+    labelled = build_features.submit(batch, dimension_frames(batches), config, fingerprint).result()
     y = labelled.frame[config.target.label].to_numpy()
     require_both_classes(y, f"evaluation month {period}")
     return labelled.frame[config.features.columns], y

@@ -20,36 +20,35 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from flows.monitoring import CHAMPION, MonitoringOutcome, MonitoringRequest, monitoring
+from flows.monitoring import MonitoringOutcome, MonitoringRequest, monitoring
 from flows.retraining import RetrainingOutcome, RetrainingRequest, retraining
-from flows.training import MONTH, Stores, TrainingOutcome, TrainingRequest, ingest_batches, prefect_run_url
+from flows.stages import model_roc_auc, prefect_run_url
+from flows.training import TrainingOutcome, TrainingRequest
 from flows.training import training_pipeline as training_flow
 from mlops.config import ProjectConfig, load_config, save_config
 from mlops.errors import ConfigError, LandingError, NoBetterThanBaselineError
-from mlops.periods import period_range
+from mlops.names import CHAMPION, PREVIOUS
+from mlops.periods import PERIOD_PATTERN, period_range
+from mlops.storage import Stores
 from mlops.tracking import Tracker
-from tasks.drift import build_current_frame, current_quality, landed_periods
-from tasks.gates import positive_proba
+from tasks.drift import landed_periods
 
 REPLAY_SUFFIX = "-replay"
-PREVIOUS = "previous"
 
 
 class ReplayRequest(BaseModel):
     """Which months to play. Prefect renders this as the run form in its UI."""
 
     config_path: str = Field("mlops.yaml", description="Project config file")
-    start: str = Field("2013-01", description="First month, YYYY-MM", pattern=MONTH)
-    end: str = Field("2013-12", description="Last month, YYYY-MM", pattern=MONTH)
+    start: str = Field("2013-01", description="First month, YYYY-MM", pattern=PERIOD_PATTERN)
+    end: str = Field("2013-12", description="Last month, YYYY-MM", pattern=PERIOD_PATTERN)
     bootstrap_months: int = Field(3, ge=2, description="Months the first model is trained on")
 
 
@@ -120,21 +119,6 @@ def bootstrap(
     )
     path = save_config(relaxed, Path(config_path).with_name("bootstrap.yaml"))
     return training_flow(request.model_copy(update={"config_path": str(path)})), [note]
-
-
-@task(task_run_name="v{version} on {period}", cache_policy=NO_CACHE, persist_result=False)
-def model_roc_auc(
-    config: ProjectConfig, stores: Stores, model: Any, version: str, period: str
-) -> float | None:
-    """ROC-AUC of a model on a landed month, shaped the way monitoring shapes it."""
-    batches = ingest_batches(config, stores, [period])
-    dims = {label: b.frame for label, b in batches.items() if b.snapshot.period is None}
-    current = build_current_frame(batches[period].frame, dims, config)
-    if not current.labelled or current.frame.empty:
-        return None
-    frame = current.frame.assign(score=positive_proba(model, current.frame[config.features.columns]))
-    metrics, _ = current_quality(frame, config.target.label, config.training.threshold)
-    return metrics.get("roc_auc")
 
 
 def decision_of(retrained: RetrainingOutcome) -> str:

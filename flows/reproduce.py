@@ -19,16 +19,16 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from flows.runners import stage_runner, submit
-from flows.training import Stores, prefect_run_url
+from flows.stages import batch_fingerprint, build_features_uncached, prefect_run_url, train_candidate_uncached
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import ConfigError, TrainingError
+from mlops.storage import Stores
 from mlops.tracking import RunRecord, Tracker, code_version
-from tasks.features import build_features, fingerprint_inputs, time_split
+from tasks.features import time_split
 from tasks.lineage import (
     CONFIG_FILE,
     INPUTS_FILE,
@@ -41,11 +41,8 @@ from tasks.lineage import (
     read_recorded_snapshots,
     resolve_version,
 )
-from tasks.train import CandidateResult, select_best, train_candidate
+from tasks.train import CandidateResult, select_best
 
-# The cache would return the fit being checked; results stay in memory.
-fresh_features = build_features.with_options(cache_policy=NO_CACHE, persist_result=False)
-fresh_train = train_candidate.with_options(cache_policy=NO_CACHE, persist_result=False)
 VARIABLE_METRICS = {"fit_seconds"}  # wall time: never the same twice, and not a result
 
 
@@ -107,7 +104,7 @@ def rebuild(
 ) -> tuple[list[CandidateResult], CandidateResult | None, pd.DataFrame, str | None]:
     """Snapshots → features → every candidate, as the training flow computes them, uncached."""
     snapshots = read_recorded_snapshots(stores.snapshots, inputs)
-    fingerprint = fingerprint_inputs(config.fingerprint, *sorted(s.sha256 for s, _ in snapshots))
+    fingerprint = batch_fingerprint(config, [s.sha256 for s, _ in snapshots])
     if fingerprint != recorded_fingerprint:
         raise ConfigError(
             f"the recorded snapshots and config give training fingerprint {fingerprint}, but the version"
@@ -115,12 +112,13 @@ def rebuild(
         )
     batches = {s.period: frame for s, frame in snapshots if s.period is not None}
     dims = {s.table: frame for s, frame in snapshots if s.period is None}
-    training = fresh_features.submit(batches, dims, config, fingerprint).result()
+    training = build_features_uncached.submit(batches, dims, config, fingerprint).result()
     split = time_split(training, config.features, config.target.label, config.split.holdout_periods)
     fit_args = (split, config.features, config.training, config.split.cv_folds)
     with stage_runner(config.compute) as runner:
         futures = [
-            submit(runner, fresh_train, c, *fit_args, openmp_threads=1) for c in config.training.candidates
+            submit(runner, train_candidate_uncached, c, *fit_args, openmp_threads=1)
+            for c in config.training.candidates
         ]
         results = [f.result() for f in futures]
     try:

@@ -15,13 +15,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from flows.training import MONTH, Stores, TrainingRequest, training_pipeline
+from flows.training import TrainingRequest, training_pipeline
 from mlops.config import load_config
 from mlops.errors import MlopsError, TrainingError
+from mlops.names import CHAMPION
+from mlops.periods import PERIOD_PATTERN
+from mlops.storage import Stores
 from mlops.tracking import Tracker
 from tasks.drift import landed_periods, retraining_window
-
-CHAMPION = "champion"
 
 
 class RetrainingRequest(BaseModel):
@@ -32,12 +33,12 @@ class RetrainingRequest(BaseModel):
         None,
         description="The month that calls for retraining, YYYY-MM; empty: the newest landed month."
         " Training uses the months before it; the promotion judges on it",
-        pattern=MONTH,
+        pattern=PERIOD_PATTERN,
     )
     earliest: str | None = Field(
         None,
         description="Train on no month before this one, YYYY-MM; empty: monitoring.retrain_window",
-        pattern=MONTH,
+        pattern=PERIOD_PATTERN,
     )
     reason: str = Field("", description="Why (e.g. the drift verdict), kept with the run")
     require_approval: bool | None = Field(

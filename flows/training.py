@@ -12,45 +12,51 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from prefect import flow, get_run_logger, runtime
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
 from flows.runners import stage_runner, submit
+from flows.stages import (
+    Batch,
+    artifact_key,
+    batch_fingerprint,
+    build_features,
+    dimension_frames,
+    ingest_batches,
+    link_lineage,
+    prefect_run_url,
+    publish_lineage,
+    reject_failed,
+    train_candidate,
+    validate_batch,
+    validate_batches,
+)
 from mlops.config import ProjectConfig, load_config
-from mlops.errors import BadBatchError, MlopsError
-from mlops.periods import period_range
-from mlops.storage import Store, open_store
+from mlops.errors import BadBatchError
+from mlops.periods import PERIOD_PATTERN, period_range
+from mlops.storage import Stores
 from mlops.tracking import RegisteredVersion, Tracker, code_version
-from tasks.features import Split, TrainingFrame, build_features, fingerprint_inputs, time_split
-from tasks.ingest import Snapshot, ingest_table, quarantine_batch
+from tasks.features import Split, TrainingFrame, time_split
 from tasks.lineage import (
     CONFIG_FILE,
     PACKAGES_FILE,
     TRAINING_FRAME_SUMMARY_FILE,
     VALIDATION_SUMMARY_FILE,
-    collect_lineage,
     config_record,
     environment_record,
-    lineage_markdown,
     validation_record,
 )
-from tasks.train import CandidateResult, select_best, train_candidate
-from tasks.validate import ValidationReport, load_suite_json, render_data_docs, validate_batch
-
-MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+from tasks.train import CandidateResult, select_best
+from tasks.validate import ValidationReport, load_suite_json, render_data_docs
 
 
 class TrainingRequest(BaseModel):
     """What to train on. Prefect renders this as the run form in its UI."""
 
-    start: str = Field("2013-01", description="First month of data, YYYY-MM", pattern=MONTH)
-    end: str = Field("2013-06", description="Last month, YYYY-MM (the holdout)", pattern=MONTH)
+    start: str = Field("2013-01", description="First month of data, YYYY-MM", pattern=PERIOD_PATTERN)
+    end: str = Field("2013-06", description="Last month, YYYY-MM (the holdout)", pattern=PERIOD_PATTERN)
     config_path: str = Field("mlops.yaml", description="Project config file")
 
 
@@ -66,169 +72,19 @@ class TrainingOutcome:
     snapshots: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Stores:
-    landing: Store
-    snapshots: Store
-    quarantine: Store
-
-    @classmethod
-    def from_config(cls, config: ProjectConfig) -> Stores:
-        data = config.data
-        return cls(
-            open_store(config.store_uri(data.landing_uri), data.s3),
-            open_store(config.store_uri(data.snapshot_uri), data.s3),
-            open_store(config.store_uri(data.quarantine_uri), data.s3),
-        )
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A snapshot and its rows, as it moves through the flow."""
-
-    snapshot: Snapshot
-    frame: pd.DataFrame
-
-    @property
-    def name(self) -> str:
-        return f"{self.snapshot.table}/{self.snapshot.period or 'static'}@{self.snapshot.sha256[:12]}"
-
-
-# -- orchestration settings: retries for storage I/O, caches for the expensive steps ------
-
-
-def _retry_unless_bad_data(task, task_run, state) -> bool:
-    """Retry I/O hiccups, never a bad batch: it will be just as bad next time."""
-    try:
-        state.result()
-    except BadBatchError:
-        return False
-    except Exception:
-        return True
-    return False
-
-
-def _features_cache_key(context: TaskRunContext, parameters: dict) -> str:
-    return f"features-{parameters['fingerprint']}"
-
-
-def _candidate_cache_key(context: TaskRunContext, parameters: dict) -> str:
-    # The split's rows are fixed by its fingerprint (snapshot hashes + config hash), so the
-    # fingerprint and the candidate's settings determine the fitted model.
-    settings = parameters["training"].model_dump_json(exclude={"candidates"})
-    candidate = parameters["candidate"].model_dump_json()
-    blob = f"{parameters['split'].fingerprint}|{candidate}|{settings}|{parameters['cv_folds']}"
-    return "candidate-" + fingerprint_inputs(blob)
-
-
-ingest = ingest_table.with_options(
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_unless_bad_data,
-    cache_policy=NO_CACHE,  # snapshots are content-addressed already: a re-ingest is a no-op
-)
-validate = validate_batch.with_options(cache_policy=NO_CACHE)  # fast; must rerun if a suite changes
-features = build_features.with_options(cache_key_fn=_features_cache_key, persist_result=True)
-train = train_candidate.with_options(cache_key_fn=_candidate_cache_key, persist_result=True)
-
-
 # -- stages -------------------------------------------------------------------------------
-
-
-def ingest_batches(config: ProjectConfig, stores: Stores, periods: list[str]) -> dict[str, Batch]:
-    """Snapshot every period of the batch table and every dimension table, in parallel.
-    Keys: the period for batch-table files, the table name for dimension tables."""
-    data = config.data
-    jobs = {p: (data.batch_table, p, data.tables[data.batch_table].key(p)) for p in periods}
-    jobs |= {t: (t, None, spec.key()) for t, spec in data.tables.items() if t != data.batch_table}
-    futures = {
-        label: ingest.submit(stores.landing, stores.snapshots, stores.quarantine, *job)
-        for label, job in jobs.items()
-    }
-    # Wait for every file before failing, so each bad one is quarantined and named in one run
-    # (a BadBatchError names the file and its quarantine location).
-    batches: dict[str, Batch] = {}
-    rejected: list[str] = []
-    for label, future in futures.items():
-        try:
-            batches[label] = Batch(*future.result())
-        except BadBatchError as exc:
-            rejected.append(str(exc))
-    if rejected:
-        raise BadBatchError("\n".join(rejected))
-    return batches
-
-
-def validate_batches(config: ProjectConfig, batches: dict[str, Batch]) -> dict[str, ValidationReport]:
-    """Run each table's suite on its batch, in parallel."""
-    expectations = config.path(config.expectations_dir)
-    futures = {}
-    for label, batch in batches.items():
-        suite_name = config.data.tables[batch.snapshot.table].suite
-        if suite_name is None:
-            continue
-        partitioned = batch.snapshot.period is not None
-        futures[label] = validate.submit(
-            batch.frame,
-            load_suite_json(expectations, suite_name),
-            batch.name,
-            config.data.time_column if partitioned else None,
-            batch.snapshot.period,
-        )
-    reports = {label: future.result() for label, future in futures.items()}
-    create_table_artifact(
-        [report_row(r) for r in reports.values()],
-        key="validation-summary",
-        description="Great Expectations result per batch",
-    )
-    return reports
-
-
-def reject_failed(stores: Stores, batches: dict[str, Batch], reports: dict[str, ValidationReport]) -> None:
-    """Quarantine every batch that failed its suite, then stop the flow naming each failure."""
-    failed = {label: r for label, r in reports.items() if not r.success}
-    if not failed:
-        return
-    messages = []
-    for label, report in failed.items():
-        snapshot = batches[label].snapshot
-        uri = quarantine_failed(stores, snapshot, report)
-        messages.append(report.rejection_message(snapshot.source_uri, uri))
-        create_table_artifact(
-            report.rows_for_table(),
-            key=f"failed-{artifact_key(report.batch)}",
-            description=report.summary().splitlines()[0],
-        )
-    raise BadBatchError("validation failed, nothing was trained:\n" + "\n".join(messages))
-
-
-def quarantine_failed(stores: Stores, snapshot: Snapshot, report: ValidationReport) -> str:
-    """Move a snapshot that failed its suite out of the snapshot store, with the result."""
-    uri = quarantine_batch(
-        stores.quarantine,
-        snapshot.table,
-        snapshot.period,
-        snapshot.source_uri,
-        stores.snapshots.read_bytes(snapshot.key),
-        reason=report.summary(),
-        details={"validation": report.result, "sha256": snapshot.sha256},
-    )
-    stores.snapshots.delete(snapshot.manifest_key)
-    stores.snapshots.delete(snapshot.key)
-    return uri
 
 
 def prepare_split(
     config: ProjectConfig, batches: dict[str, Batch], periods: list[str], fingerprint: str
 ) -> tuple[TrainingFrame, Split, ValidationReport | None]:
     """Join, derive and label the batches, check the labelled frame, split it by time."""
-    dims = {label: b.frame for label, b in batches.items() if b.snapshot.period is None}
-    training = features.submit({p: batches[p].frame for p in periods}, dims, config, fingerprint).result()
+    batch_frames = {p: batches[p].frame for p in periods}
+    training = build_features.submit(batch_frames, dimension_frames(batches), config, fingerprint).result()
     report = None
     if config.features.training_suite:
         suite = load_suite_json(config.path(config.expectations_dir), config.features.training_suite)
-        report = validate.submit(training.frame, suite, f"training@{fingerprint}", None, None).result()
+        report = validate_batch.submit(training.frame, suite, f"training@{fingerprint}", None, None).result()
         if not report.success:
             raise BadBatchError(f"the labelled training frame failed validation:\n{report.summary()}")
     split = time_split(training, config.features, config.target.label, config.split.holdout_periods)
@@ -242,7 +98,9 @@ def train_candidates(config: ProjectConfig, split: Split) -> tuple[list[Candidat
     # Where they run (threads here, or a Dask cluster) is `compute` in the config.
     inputs = (split, config.features, config.training, config.split.cv_folds)
     with stage_runner(config.compute) as runner:
-        futures = [submit(runner, train, c, *inputs, openmp_threads=1) for c in config.training.candidates]
+        futures = [
+            submit(runner, train_candidate, c, *inputs, openmp_threads=1) for c in config.training.candidates
+        ]
         results = [f.result() for f in futures]
     best = select_best(results, config.training.metric, config.training.min_gain_over_baseline)
     return results, best
@@ -334,17 +192,6 @@ def register_best(
     )
 
 
-def report_row(report: ValidationReport) -> dict[str, object]:
-    return {
-        "batch": report.batch,
-        "suite": report.suite,
-        "rows": report.rows,
-        "expectations": report.evaluated,
-        "failed": len(report.failures),
-        "result": "passed" if report.success else "FAILED",
-    }
-
-
 def leaderboard_markdown(results: list[CandidateResult], best: CandidateResult, metric: str) -> str:
     lines = [
         f"| candidate | baseline | CV {metric} | holdout ROC-AUC | PR-AUC | F1 | Brier | fit s |",
@@ -358,45 +205,6 @@ def leaderboard_markdown(results: list[CandidateResult], best: CandidateResult, 
             f"| {m['pr_auc']:.4f} | {m['f1']:.4f} | {m['brier']:.4f} | {r.fit_seconds:.1f} |"
         )
     return "\n".join(lines)
-
-
-def artifact_key(text: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return "".join(c if c.isalnum() else "-" for c in text.lower())[:60]
-
-
-def lineage_artifact_key(model_name: str, version: str) -> str:
-    return artifact_key(f"lineage-{model_name}-v{version}")
-
-
-def publish_lineage(config: ProjectConfig, tracker: Tracker, model_name: str, version: str) -> str | None:
-    """Attach the version's chain to this flow run as Markdown, under a key per version (its
-    page in the Prefect UI shows the newest chain); returns that page's URL. The model is
-    registered by now: a store that cannot be read costs the report (a warning), not the run."""
-    stores = Stores.from_config(config)
-    try:
-        predictions = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
-        lineage = collect_lineage(tracker, stores.snapshots, predictions, f"{model_name}/{version}")
-    except MlopsError as exc:
-        get_run_logger().warning("no lineage artifact for %s v%s: %s", model_name, version, exc)
-        return None
-    key = lineage_artifact_key(model_name, version)
-    create_markdown_artifact(
-        lineage_markdown(lineage), key=key, description=f"{model_name} v{version}: lineage"
-    )
-    return f"{config.stack.ui_url}/artifacts/key/{key}"
-
-
-def link_lineage(tracker: Tracker, model_name: str, version: str, url: str | None) -> None:
-    """Point the version's MLflow description at its lineage artifact (once)."""
-    info = tracker.model_version(model_name, version) if url else None
-    if info is not None and url and url not in info.description:
-        tracker.set_version_description(model_name, version, f"{info.description} Lineage: {url}".strip())
-
-
-def prefect_run_url(config: ProjectConfig) -> str:
-    run_id = runtime.flow_run.id
-    return f"{config.stack.ui_url}/runs/flow-run/{run_id}" if run_id else ""
 
 
 # -- the flow -----------------------------------------------------------------------------
@@ -441,9 +249,7 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
         record_validation(tracker, list(reports.values()))
         reject_failed(stores, batches, reports)
 
-        fingerprint = fingerprint_inputs(
-            config.fingerprint, *sorted(b.snapshot.sha256 for b in batches.values())
-        )
+        fingerprint = batch_fingerprint(config, [b.snapshot.sha256 for b in batches.values()])
         training, split, training_report = prepare_split(config, batches, periods, fingerprint)
         if training_report:
             tracker.log_json(training_report.result, "validation/training-frame.json")

@@ -4,6 +4,7 @@ them. The one place that knows the form, so every command, schedule and window a
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from mlops.errors import ConfigError
 
@@ -28,6 +29,12 @@ def shift_period(period: str, steps: int) -> str:
 
 def next_period(period: str) -> str:
     return shift_period(period, 1)
+
+
+def period_start(period: str) -> datetime:
+    """When a period begins (naive, like the dates in a period's name)."""
+    year, month = map(int, require_period(period).split("-"))
+    return datetime(year, month, 1)
 
 
 def period_range(start: str, end: str) -> list[str]:

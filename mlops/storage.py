@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from mlops.config import S3Settings
+from mlops.config import ProjectConfig, S3Settings
 from mlops.errors import ConfigError, LandingError, ServiceUnavailableError
 
 
@@ -221,3 +221,24 @@ def open_store(uri: str, s3: S3Settings) -> Store:
     if "://" in uri:
         raise ConfigError(f"unsupported storage URI {uri!r}: use a local path or s3://bucket/prefix")
     return LocalStore(Path(uri))
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The project's stores, opened from its config: where batches land, their immutable
+    snapshots, rejected files, and the prediction log."""
+
+    landing: Store
+    snapshots: Store
+    quarantine: Store
+    predictions: Store
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> Stores:
+        data = config.data
+        return cls(
+            open_store(config.store_uri(data.landing_uri), data.s3),
+            open_store(config.store_uri(data.snapshot_uri), data.s3),
+            open_store(config.store_uri(data.quarantine_uri), data.s3),
+            open_store(config.store_uri(config.serving.prediction_log_uri), data.s3),
+        )

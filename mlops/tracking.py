@@ -20,6 +20,7 @@ import httpx
 import pandas as pd
 
 from mlops.errors import ServiceUnavailableError
+from mlops.names import CHALLENGER
 
 # Every type a registered model may contain beyond skops' defaults. skops refuses to load
 # anything else, so a tampered artifact cannot smuggle in code.
@@ -31,7 +32,6 @@ SKOPS_TRUSTED_TYPES = [
     "functools.partial",
     "sklearn.utils.validation.check_array",
 ]
-CHALLENGER = "challenger"
 # A version is created with this tag "pending" and all its other tags in one call; "complete"
 # once its description and alias are set. Versions from before the tag count as complete.
 REGISTRATION_TAG = "registration"

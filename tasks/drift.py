@@ -1,8 +1,8 @@
 """New batch → drift verdict: rebuild the data the champion learned from, line a new batch up
 against it column by column, let Evidently measure the drift, and decide what to do about it.
 
-The steps are plain functions; the Prefect tasks at the bottom only wrap them. Nothing here
-talks to MLflow or Prefect's API, so every step runs in a unit test.
+The steps are plain functions (flows/stages.py declares the Prefect tasks). Nothing here
+talks to MLflow or Prefect, so every step runs in a unit test.
 
 Evidently fails a whole report on a single empty column, so every column is checked first:
 one that cannot be assessed (missing, all null, constant in the reference) is left out and
@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from mlops.config import MonitoringConfig, ProjectConfig, TableSpec
 from mlops.errors import BadBatchError, ConfigError, LandingError
@@ -704,25 +702,3 @@ def add_to_workspace(
     workspace, project = workspace_project(workspace_dir, project_name, description, key_features)
     ref = workspace.add_run(project.id, snapshot)
     return str(project.id), str(ref.id)
-
-
-# -- Prefect tasks --------------------------------------------------------------------------
-
-
-@task(task_run_name="rebuild the reference of v{version}", cache_policy=NO_CACHE)
-def reference_frame(store: Store, lineage: Lineage, config: ProjectConfig, version: str) -> pd.DataFrame:
-    return build_reference(store, lineage, config)
-
-
-@task(task_run_name="evidently report on {name}", cache_policy=NO_CACHE, persist_result=False)
-def evidently_report(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    plan: ColumnPlan,
-    settings: MonitoringConfig,
-    label: str | None,
-    name: str,
-    metadata: dict[str, str],
-    timestamp: datetime | None = None,
-) -> Any:
-    return run_report(reference, current, plan, settings, label, name, metadata, timestamp)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from prefect import task
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -177,13 +176,3 @@ def build_preprocessor(features: FeaturesConfig, encoding: str) -> ColumnTransfo
 
 def fingerprint_inputs(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-@task(task_run_name="build training frame")
-def build_features(
-    batches: dict[str, pd.DataFrame],
-    dims: dict[str, pd.DataFrame],
-    config: ProjectConfig,
-    fingerprint: str,
-) -> TrainingFrame:
-    return build_training_frame(batches, dims, config, fingerprint)

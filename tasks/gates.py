@@ -6,32 +6,21 @@ the flow can show and record them alike; `verdict` turns them into a decision. T
 bootstrap is vectorised over resamples: 1,000 resamples of a month (28k rows) take 0.3 s on
 2 cores, 40x less than a loop over `roc_auc_score` (bench/promotion_bootstrap.py).
 
-Run as a module (`python -m tasks.gates MODEL_URI CALLS BATCH_ROWS`), this file is the
-operational probe: a fresh interpreter that downloads the model from the registry, loads it,
-then times it on the rows whose Parquet path it reads from stdin, printing one JSON line.
+The operational gate's measurements come from a fresh process (`flows/probe.py`).
 """
 
 from __future__ import annotations
 
-import json
 import operator
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from scipy import sparse
 from sklearn.metrics import brier_score_loss, roc_auc_score
-from threadpoolctl import threadpool_limits
 
 from mlops.config import (
     ChampionGateConfig,
@@ -410,10 +399,6 @@ class ProbeResult:
     seconds: float = 0.0  # the whole probe, interpreter start included
 
 
-def folder_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
-
-
 def measure_speed(model: Any, rows: pd.DataFrame, latency_calls: int, batch_rows: int) -> dict[str, float]:
     """p50/p95 of one-row `predict_proba` calls, and the rows/s of one batch call (median of 3)."""
     singles = [rows.iloc[[i % len(rows)]] for i in range(latency_calls)]
@@ -437,80 +422,6 @@ def measure_speed(model: Any, rows: pd.DataFrame, latency_calls: int, batch_rows
         "rows_per_second": batch_rows / float(np.median(batch_seconds)),
         "batch_rows": batch_rows,
     }
-
-
-def probe_main(model_uri: str, latency_calls: int, batch_rows: int) -> None:
-    """The probe process: download and load the model at once, then wait for the path of the
-    rows to time it on (one stdin line), so that the timing runs while the caller is idle."""
-    from mlops.tracking import download_model, load_local_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        local = download_model(model_uri, Path(tmp))
-        model = load_local_model(local)
-        load_seconds = time.perf_counter() - started
-        size = folder_mb(local)
-    rows = pd.read_parquet(sys.stdin.readline().strip())
-    # One OpenMP thread, as a server answering concurrent requests runs it: with more, one-row
-    # calls wait on thread barriers (measured on 2 busy cores: p95 1.7 s vs 8 ms).
-    with threadpool_limits(limits=1, user_api="openmp"):
-        speed = measure_speed(model, rows, latency_calls, batch_rows)
-    print(json.dumps(asdict(ProbeResult(True, "", load_seconds, size, **speed))))
-
-
-class ModelProbe:
-    """A new interpreter that loads the model from the registry alone, with nothing from this
-    process (imports, pickled classes) to lean on. It loads as soon as it starts, overlapping
-    the caller's work, and is timed only when `measure` hands it rows."""
-
-    def __init__(self, model_uri: str, settings: OperationalGateConfig, tracking_uri: str) -> None:
-        self.model_uri = model_uri
-        self.settings = settings
-        self.started = time.perf_counter()
-        # A file, not a pipe: a full pipe would stall the child. Closed by `close`.
-        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
-        env = {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        }
-        command = [sys.executable, "-m", "tasks.gates", model_uri]
-        command += [str(settings.latency_calls), str(settings.batch_rows)]
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env
-        )
-
-    def measure(self, rows: pd.DataFrame) -> ProbeResult:
-        timeout = self.settings.timeout_seconds
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                rows_path = Path(tmp) / "rows.parquet"
-                rows.to_parquet(rows_path, index=False)
-                try:
-                    stdout, _ = self.process.communicate(f"{rows_path}\n", timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    return ProbeResult(
-                        False, f"{self.model_uri}: the probe did not finish within {timeout:.0f} s"
-                    )
-                except BrokenPipeError:  # it died while loading; the exit code and stderr say why
-                    stdout = ""
-                    self.process.wait()
-            seconds = time.perf_counter() - self.started
-            if self.process.returncode != 0:
-                self.stderr.seek(0)
-                tail = " | ".join(self.stderr.read().strip().splitlines()[-3:])
-                return ProbeResult(
-                    False, f"{self.model_uri} did not load in a fresh process: {tail}", seconds=seconds
-                )
-            return ProbeResult(**{**json.loads(stdout.strip().splitlines()[-1]), "seconds": seconds})
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.stderr.close()
 
 
 def operational_gates(probe: ProbeResult, settings: OperationalGateConfig) -> list[GateResult]:
@@ -583,7 +494,7 @@ def approval_gate(
     return GateResult("approval", None, None, answer.approve, False, f"{verb} by {answer.reviewer}{said}")
 
 
-# -- Prefect tasks ------------------------------------------------------------------------
+# -- scores -------------------------------------------------------------------------------
 
 
 def positive_proba(model: Any, X: pd.DataFrame) -> np.ndarray:
@@ -592,38 +503,3 @@ def positive_proba(model: Any, X: pd.DataFrame) -> np.ndarray:
     if 1 not in classes:
         raise PromotionError(f"the model predicts classes {classes}, not the 0/1 label")
     return model.predict_proba(X)[:, classes.index(1)]
-
-
-# Gate results must reflect the registry now, never a cached answer from an earlier run.
-@task(task_run_name="score v{version}", cache_policy=NO_CACHE, persist_result=False)
-def score_version(model: Any, X: pd.DataFrame, version: str) -> np.ndarray:
-    return positive_proba(model, X)
-
-
-@task(task_run_name="bootstrap the ROC-AUC gain", cache_policy=NO_CACHE, persist_result=False)
-def compare_with_champion(
-    y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, settings: ChampionGateConfig, seed: int
-) -> AucComparison:
-    return compare_roc_auc(y, challenger, champion, settings.bootstrap_resamples, settings.confidence, seed)
-
-
-@task(task_run_name="compare slices by {column}", cache_policy=NO_CACHE, persist_result=False)
-def compare_slice_column(
-    column: str,
-    values: pd.Series,
-    y: np.ndarray,
-    challenger: np.ndarray,
-    champion: np.ndarray,
-    settings: SliceGateConfig,
-) -> list[SliceRow]:
-    return slice_rows(column, values, y, challenger, champion, settings)
-
-
-@task(task_run_name="time {probe.model_uri} in its own process", cache_policy=NO_CACHE, persist_result=False)
-def probe_operational(probe: ModelProbe, rows: pd.DataFrame) -> ProbeResult:
-    return probe.measure(rows)
-
-
-if __name__ == "__main__":
-    uri, calls, batch = sys.argv[1:4]
-    probe_main(uri, int(calls), int(batch))

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 import pandas as pd
-from prefect import task
 
 from mlops.errors import BadBatchError, LandingError
 from mlops.storage import Store, sha256_bytes
@@ -207,17 +206,3 @@ def ingest_file(
         real_key = find_landing_key(landing, key)
         uri = quarantine_batch(quarantine, table, period, real_key, landing.read_bytes(real_key), str(exc))
         raise BadBatchError(str(exc), quarantine_uri=uri) from None
-
-
-def _ingest_run_name() -> str:
-    from prefect.runtime import task_run
-
-    params = task_run.parameters
-    return f"ingest {params['table']} {params['period'] or ''}".strip()
-
-
-@task(task_run_name=_ingest_run_name)
-def ingest_table(
-    landing: Store, snapshots: Store, quarantine: Store, table: str, period: str | None, key: str
-) -> tuple[Snapshot, pd.DataFrame]:
-    return ingest_file(landing, snapshots, quarantine, table, period, key)

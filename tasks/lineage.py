@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from mlops.config import ProjectConfig
 from mlops.errors import ConfigError, LandingError
+from mlops.names import CHAMPION
 from mlops.storage import Store, sha256_bytes
 from tasks.features import fingerprint_inputs
 from tasks.ingest import Snapshot, read_table
@@ -46,7 +47,6 @@ PACKAGES_FILE = "environment/packages.json"
 CONFIG_FILE = "config/resolved.json"
 VALIDATION_SUMMARY_FILE = "validation/summary.json"
 TRAINING_FRAME_SUMMARY_FILE = "validation/training-frame-summary.json"
-CHAMPION = "champion"
 # The packages whose versions change what a fit computes; shown first when they differ.
 KEY_PACKAGES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "threadpoolctl", "joblib")
 SNAPSHOT_FIELDS = {f.name for f in fields(Snapshot)}

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
 from scipy import stats
 from sklearn.base import ClassifierMixin
 from sklearn.dummy import DummyClassifier
@@ -221,15 +220,3 @@ def fit_and_evaluate(
             training.seed,
         )
     return result
-
-
-@task(task_run_name="train {candidate.name}")
-def train_candidate(
-    candidate: CandidateConfig,
-    split: Split,
-    features: FeaturesConfig,
-    training: TrainingConfig,
-    cv_folds: int,
-    openmp_threads: int | None = None,
-) -> CandidateResult:
-    return fit_and_evaluate(candidate, split, features, training, cv_folds, openmp_threads)

@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
-from prefect import task
 
 from mlops.errors import ConfigError
 from mlops.periods import PERIOD_RE
@@ -356,14 +355,3 @@ def render_data_docs(report: ValidationReport, out_dir: Path) -> Path | None:
         return None
     path = Path(unquote(urlparse(page).path))  # GX hands back a file:// URL
     return path if path.is_file() else None
-
-
-@task(task_run_name="validate {batch}")
-def validate_batch(
-    frame: pd.DataFrame,
-    suite: dict[str, Any],
-    batch: str,
-    time_column: str | None = None,
-    period: str | None = None,
-) -> ValidationReport:
-    return validate_frame(frame, suite, batch, time_column=time_column, period=period)

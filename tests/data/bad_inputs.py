@@ -29,10 +29,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from flows.training import Batch, Stores, quarantine_failed
+from flows.stages import Batch, quarantine_failed
 from mlops.errors import BadBatchError
 from mlops.seed import FLIGHTS, load_source, to_parquet_bytes
-from mlops.storage import LocalStore
+from mlops.storage import LocalStore, Stores
 from tasks.ingest import Snapshot, ingest_file
 from tasks.validate import FailedExpectation, ValidationReport, load_suite_json, validate_frame
 
@@ -414,7 +414,9 @@ def _brief(failure: FailedExpectation) -> str:
 
 def stores_under(folder: Path) -> Stores:
     """Empty local landing, snapshot and quarantine stores under `folder`."""
-    return Stores(*(LocalStore(folder / name) for name in ("landing", "snapshots", "quarantine")))
+    return Stores(
+        *(LocalStore(folder / name) for name in ("landing", "snapshots", "quarantine", "predictions"))
+    )
 
 
 def run_kind(bad: BadInput, src: SourceMonth, stores: Stores, suite: dict[str, Any]) -> Outcome:

@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.training import Stores, TrainingRequest, training_pipeline
+from flows.training import TrainingRequest, training_pipeline
 from mlops.config import ProjectConfig, save_config
 from mlops.stack import client_settings
-from mlops.storage import Store, open_store
+from mlops.storage import Store, Stores, open_store
 from tasks.ingest import read_table
 from tasks.validate import load_suite_json
 from tests.data.bad_inputs import (
@@ -180,7 +180,9 @@ def _landing_with(
     )
     config_path = save_config(stack_config.model_copy(update={"data": data_config}), tmp / "mlops.yaml")
     s3 = stack_config.data.s3
-    stores = Stores(landing, open_store(str(tmp / "snapshots"), s3), open_store(str(tmp / "quarantine"), s3))
+    stores = Stores(
+        landing, *(open_store(str(tmp / name), s3) for name in ("snapshots", "quarantine", "predictions"))
+    )
     return config_path, stores, keys
 
 

@@ -20,11 +20,12 @@ from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
 from flows.promotion import evaluate_slices
 from flows.runners import stage_runner, submit
+from flows.stages import build_features
 from flows.training import train_candidates
 from mlops.config import CandidateConfig, ComputeConfig, DaskConfig, ProjectConfig
 from mlops.stack import client_settings
 from mlops.storage import Store
-from tasks.features import Split, build_features, fingerprint_inputs, time_split
+from tasks.features import Split, fingerprint_inputs, time_split
 from tasks.gates import positive_proba, slice_gates
 from tasks.train import CandidateResult, fit_and_evaluate, select_best
 

@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 
 from flows.promotion import PromotionDecision, PromotionRequest, promotion
 from flows.reproduce import ReproduceRequest, reproduce
-from flows.training import TrainingOutcome, TrainingRequest, lineage_artifact_key, training_pipeline
+from flows.stages import lineage_artifact_key
+from flows.training import TrainingOutcome, TrainingRequest, training_pipeline
 from mlops.cli import app
 from mlops.config import (
     ApprovalConfig,

@@ -38,6 +38,7 @@ from prefect.input import keyset_from_paused_state, read_flow_run_input
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
+from flows.probe import ModelProbe
 from flows.promotion import PromotionDecision, PromotionRequest, promotion
 from flows.training import TrainingRequest, training_pipeline
 from mlops.cli import app
@@ -53,7 +54,6 @@ from mlops.config import (
 from mlops.stack import client_settings
 from mlops.storage import Store
 from tasks.features import build_training_frame
-from tasks.gates import ModelProbe
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,11 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Artifact
 
-from flows.replay import ReplayOutcome, ReplayRequest, bootstrap, model_roc_auc, replay, replay_config
-from flows.training import Stores
+from flows.replay import ReplayOutcome, ReplayRequest, bootstrap, replay, replay_config
+from flows.stages import model_roc_auc
 from mlops.config import ProjectConfig, save_config
 from mlops.stack import client_settings
+from mlops.storage import Stores
 from mlops.tracking import Tracker
 from tasks.drift import RETRAIN_VERDICTS
 from tests.integration.drift_setup import drift_config, write_config

@@ -18,8 +18,9 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops.config import ProjectConfig, load_config, save_config
+from mlops.names import CHALLENGER
 from mlops.storage import Store, open_store
-from mlops.tracking import CHALLENGER, REGISTRATION_TAG, Tracker
+from mlops.tracking import REGISTRATION_TAG, Tracker
 from tests.reliability.flow_runner import FlowProcess, quick_training
 
 from .invariants import audit_landing, registry_problems

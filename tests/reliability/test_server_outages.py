@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from mlops.config import ProjectConfig, load_config, save_config
+from mlops.names import CHALLENGER
 from mlops.periods import period_range
 from mlops.stack import start_stack, stop_stack
 from mlops.storage import Store, open_store
-from mlops.tracking import CHALLENGER, REGISTRATION_TAG, Tracker
+from mlops.tracking import REGISTRATION_TAG, Tracker
 from tests.conftest import REPO_ROOT
 from tests.reliability.flow_runner import FlowProcess, FlowResult, private_config, quick_training
 
