@@ -120,7 +120,7 @@ def isolated_config(
     the landing zone at `landing`, free ports (never the defaults 4200/5000/...), and no
     Evidently UI. Written to `workdir/mlops.yaml`; returns that path."""
     from mlops.config import load_config, save_config
-    from tests.conftest import free_ports
+    from tests.ports import free_ports
 
     config = load_config(base_config)
     prefect_port, mlflow_port, evidently_port, runner_port, serving_port = free_ports(5)

@@ -70,7 +70,7 @@ def prepare(workdir: Path, sample: float) -> tuple[Any, str]:
     from mlops.seed import seed_landing
     from mlops.stack import client_settings, start_stack
     from mlops.storage import open_store
-    from tests.conftest import free_ports
+    from tests.ports import free_ports
 
     path = workdir / "mlops.yaml"
     if not path.exists():
@@ -310,7 +310,7 @@ TARGETS = {"1 row, 16 connections": ">= 10x req/s, p99 <= 25 ms", SCENARIOS[2][0
 def start_both(
     config: Any, version: str, workdir: Path, workers: int, mlflow_workers: int
 ) -> tuple[list[subprocess.Popen[bytes]], dict[str, str]]:
-    from tests.conftest import free_ports
+    from tests.ports import free_ports
 
     ours_port, mlflow_port = free_ports(2)
     env = {**os.environ, "MLFLOW_TRACKING_URI": config.stack.tracking_uri, "PYTHONWARNINGS": "ignore"}

@@ -6,7 +6,6 @@ Nothing here is skipped when a server is missing: the fixtures start what they n
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,27 +16,13 @@ import pytest
 from mlops.config import ProjectConfig, load_config
 from mlops.stack import StackInfo, start_stack, stop_stack
 from mlops.storage import Store, open_store
+from tests.ports import PortHolder, free_port, port_settings, with_free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Six months, like the demo: with fewer, trees cannot learn the seasonal pattern that
 # lets them beat the logistic baseline (measured: 0.75 vs 0.69 ROC-AUC at this sample).
 SAMPLED_PERIODS = ["2013-01", "2013-02", "2013-03", "2013-04", "2013-05", "2013-06"]
 SAMPLE_FRACTION = 0.08
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports (two quick calls to free_port can return the same one)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        if (port := free_port()) not in ports:
-            ports.append(port)
-    return ports
 
 
 def wait_final(flow_run_id: Any, timeout: float) -> Any:
@@ -54,6 +39,20 @@ def wait_final(flow_run_id: Any, timeout: float) -> Any:
             if time.monotonic() > deadline:
                 pytest.fail(f"flow run {run.name} still {run.state_name} after {timeout:.0f} s")
             time.sleep(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_ports_taken() -> Iterator[list[int]]:
+    """Every default port of the stack (each port setting of the repo's mlops.yaml) held for
+    the whole session where it is free, as a user's running stack would hold it: a test that
+    starts a service on a default port fails here as it would for that user. Yields the ports
+    this session holds (the others are held already by someone else)."""
+    defaults = sorted({port for _, port in port_settings(load_config(REPO_ROOT / "mlops.yaml"))})
+    holder = PortHolder(defaults)
+    try:
+        yield holder.held
+    finally:
+        holder.close()
 
 
 @pytest.fixture(scope="session")
@@ -81,20 +80,15 @@ def moto_s3() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def stack_config(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
-    """The repo's mlops.yaml, with its state, landing zone and ports private to this session."""
+    """The repo's mlops.yaml, with its state, landing zone and every port private to this session."""
     base = load_config(REPO_ROOT / "mlops.yaml")
     tmp = tmp_path_factory.mktemp("mlops")
-    prefect_port, mlflow_port, evidently_port, runner_port = free_ports(4)
     stack = base.stack.model_copy(
         update={
             "state_dir": str(tmp / "state"),
             "host": "127.0.0.1",
-            "prefect_port": prefect_port,
-            "mlflow_port": mlflow_port,
             "prefect_api_url": None,  # always the session's own servers
             "mlflow_tracking_uri": None,
-            "evidently_port": evidently_port,
-            "runner_port": runner_port,
             # Started by the tests that need them (test_deployments), not for every session.
             "evidently_ui": False,
             "serve_deployments": False,
@@ -109,7 +103,7 @@ def stack_config(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
         }
     )
     serving = base.serving.model_copy(update={"prediction_log_uri": str(tmp / "predictions")})
-    return base.model_copy(update={"stack": stack, "data": data, "serving": serving})
+    return with_free_ports(base.model_copy(update={"stack": stack, "data": data, "serving": serving}))
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,8 @@ from mlops.config import ProjectConfig, load_config, save_config
 from mlops.production import ADMIN_PASSWORD_ENV, CLIENT_PASSWORD_ENV, CLIENT_USERNAME_ENV
 from mlops.stack import StackInfo, start_stack, stop_stack
 from mlops.storage import Store, open_store
-from tests.conftest import REPO_ROOT, SAMPLE_FRACTION, free_ports
+from tests.conftest import REPO_ROOT, SAMPLE_FRACTION
+from tests.ports import free_ports, with_free_ports
 
 MACHINE_POSTGRES = ("127.0.0.1", 5432)
 ARTIFACT_BUCKET = "mlflow-artifacts"  # the names docker-compose.yml uses
@@ -155,7 +156,6 @@ def production_config(
     training short; the gates are the repo's, with looser operational limits (below)."""
     base = load_config(REPO_ROOT / "mlops.yaml")
     tmp = tmp_path_factory.mktemp("production")
-    prefect_port, mlflow_port, evidently_port, runner_port, serving_port = free_ports(5)
     suffix = secrets.token_hex(4)
     s3 = {"endpoint_url": moto_s3}
     stack = {
@@ -163,10 +163,6 @@ def production_config(
         "profile": "production",
         "state_dir": str(tmp / "state"),
         "host": "127.0.0.1",
-        "prefect_port": prefect_port,
-        "mlflow_port": mlflow_port,
-        "evidently_port": evidently_port,
-        "runner_port": runner_port,
         "prefect_api_url": None,
         "mlflow_tracking_uri": None,
         "evidently_ui": False,
@@ -207,7 +203,6 @@ def production_config(
     )
     serving = {
         **base.serving.model_dump(),
-        "port": serving_port,
         "poll_seconds": 1.0,
         "prediction_log_uri": str(tmp / "predictions"),
     }
@@ -222,7 +217,7 @@ def production_config(
         "registry": registry,
         "expectations_dir": str(base.path(base.expectations_dir)),
     }
-    return ProjectConfig.model_validate({**raw, "root": tmp})
+    return with_free_ports(ProjectConfig.model_validate({**raw, "root": tmp}))
 
 
 @pytest.fixture(scope="module")

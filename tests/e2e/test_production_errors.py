@@ -21,8 +21,9 @@ from mlops.production import (
     ensure_databases,
     with_profile,
 )
-from tests.conftest import REPO_ROOT, free_port, free_ports
+from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import Postgres, drop_databases
+from tests.ports import free_port, with_free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -115,12 +116,9 @@ def test_the_mlflow_admin_password_must_be_set_and_not_a_default(
 def test_the_cli_reports_a_missing_bucket_in_one_line(moto_s3: str, postgres: Postgres, tmp_path) -> None:
     base = load_config(REPO_ROOT / "mlops.yaml")
     bucket = f"absent-{secrets.token_hex(4)}"
-    prefect_port, mlflow_port, evidently_port, runner_port, serving_port = free_ports(5)
     stack = {
         **base.stack.model_dump(),
         "state_dir": str(tmp_path / "state"),
-        **dict(prefect_port=prefect_port, mlflow_port=mlflow_port, evidently_port=evidently_port),
-        "runner_port": runner_port,
         "production": settings(
             database_url=postgres.url,
             prefect_database=f"never_{secrets.token_hex(4)}",
@@ -130,9 +128,8 @@ def test_the_cli_reports_a_missing_bucket_in_one_line(moto_s3: str, postgres: Po
             mlflow_auth=False,
         ).model_dump(),
     }
-    serving = {**base.serving.model_dump(), "port": serving_port}
-    config = ProjectConfig.model_validate(
-        {**base.model_dump(exclude={"root"}), "stack": stack, "serving": serving, "root": REPO_ROOT}
+    config = with_free_ports(
+        ProjectConfig.model_validate({**base.model_dump(exclude={"root"}), "stack": stack, "root": REPO_ROOT})
     )
     path = save_config(config, tmp_path / "mlops.yaml")
     result = CliRunner().invoke(app, ["--config", str(path), "up", "--profile", "production"])

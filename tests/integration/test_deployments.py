@@ -29,7 +29,7 @@ from flows.training import TrainingOutcome, TrainingRequest, training_pipeline
 from mlops.config import ProjectConfig
 from mlops.stack import DEPLOYMENTS, EVIDENTLY, SERVE, client_settings, stack_status, start_stack, stop_stack
 from tasks.drift import DRIFT_RETRAIN
-from tests.conftest import REPO_ROOT, free_port, wait_final
+from tests.conftest import REPO_ROOT, wait_final
 from tests.integration.drift_setup import (
     copy_landing,
     drift_config,
@@ -38,6 +38,7 @@ from tests.integration.drift_setup import (
     write_config,
     write_landed,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

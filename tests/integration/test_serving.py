@@ -36,7 +36,7 @@ from serving.compare import compare_logged_traffic
 from serving.predlog import read_prediction_log
 from serving.routing import RoutingPlan
 from serving.samples import feature_frame, to_records
-from tests.conftest import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

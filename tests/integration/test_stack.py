@@ -19,7 +19,7 @@ from mlops.stack import (
     start_stack,
     stop_stack,
 )
-from tests.conftest import free_ports
+from tests.ports import free_ports, with_free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -128,11 +128,8 @@ def test_mlflow_proxies_artifacts_into_the_state_dir(
 
 
 def private_config(stack_config: ProjectConfig, state_dir: Path) -> ProjectConfig:
-    prefect_port, mlflow_port = free_ports(2)
-    stack = stack_config.stack.model_copy(
-        update={"state_dir": str(state_dir), "prefect_port": prefect_port, "mlflow_port": mlflow_port}
-    )
-    return stack_config.model_copy(update={"stack": stack})
+    stack = stack_config.stack.model_copy(update={"state_dir": str(state_dir)})
+    return with_free_ports(stack_config.model_copy(update={"stack": stack}))
 
 
 def group_exists(pgid: int) -> bool:

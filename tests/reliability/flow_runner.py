@@ -248,20 +248,16 @@ def main(argv: list[str]) -> int:
 
 
 def private_config(base: ProjectConfig, folder: Path, **updates: Any) -> ProjectConfig:
-    """`base` with state, snapshots, quarantine and the server ports private to `folder`."""
-    from tests.conftest import free_ports
+    """`base` with state, snapshots, quarantine and every server port private to `folder`
+    (the prediction service's too: the harness's stack starts it)."""
+    from tests.ports import with_free_ports
 
-    prefect_port, mlflow_port, evidently_port, runner_port = free_ports(4)
     stack = base.stack.model_copy(
         update={
             "state_dir": str(folder / "state"),
             "host": "127.0.0.1",
-            "prefect_port": prefect_port,
-            "mlflow_port": mlflow_port,
             "prefect_api_url": None,
             "mlflow_tracking_uri": None,
-            "evidently_port": evidently_port,
-            "runner_port": runner_port,
             "evidently_ui": False,
             "serve_deployments": False,
         }
@@ -269,7 +265,7 @@ def private_config(base: ProjectConfig, folder: Path, **updates: Any) -> Project
     data = base.data.model_copy(
         update={"snapshot_uri": str(folder / "snapshots"), "quarantine_uri": str(folder / "quarantine")}
     )
-    return base.model_copy(update={"stack": stack, "data": data, **updates})
+    return with_free_ports(base.model_copy(update={"stack": stack, "data": data, **updates}))
 
 
 def quick_training(base: ProjectConfig, model_name: str) -> ProjectConfig:

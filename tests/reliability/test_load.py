@@ -34,7 +34,7 @@ from mlops.stack import client_settings
 from mlops.storage import Store
 from mlops.tracking import Tracker
 from serving.samples import feature_frame, to_records
-from tests.conftest import free_port
+from tests.ports import free_port
 
 from .invariants import service_problems
 

@@ -13,7 +13,7 @@ from prefect_dask import DaskTaskRunner
 from flows.runners import build_task_runner, stage_runner
 from mlops.config import ComputeConfig, DaskConfig, load_config
 from mlops.errors import ConfigError, ServiceUnavailableError
-from tests.conftest import free_port
+from tests.ports import free_port
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "mlops.yaml"
 
