@@ -37,10 +37,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
 from mlops.config import ProjectConfig, load_config
+from mlops.prediction_log import log_schema
 from mlops.storage import open_store
 from serving.fastpath import compile_scorer
 from serving.models import LoadedModel, ModelWatcher, RegistrySource
-from serving.predlog import PredictionLog, log_schema
+from serving.predlog import PredictionLog
 from serving.schema import FeatureSchema, InputError, PredictResponse
 from serving.scoring import NoModelError, Scorer, UnscorableError
 

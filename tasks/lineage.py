@@ -15,7 +15,6 @@ artifacts, the version's tags, the promotion and rollback runs, the prediction l
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import platform
@@ -30,6 +29,16 @@ from pydantic import ValidationError
 
 from mlops.config import ProjectConfig
 from mlops.errors import ConfigError, LandingError
+from mlops.prediction_log import (
+    ARM,
+    MODEL_NAME,
+    MODEL_VERSION,
+    SERVED,
+    log_files,
+    partition_date,
+    partition_name,
+    read_log_file,
+)
 from mlops.storage import Store, sha256_bytes
 from tasks.features import fingerprint_inputs
 from tasks.ingest import Snapshot, read_table
@@ -335,25 +344,19 @@ def served_partitions(
     store: Store, model_name: str, version: str, since: date | None
 ) -> list[ServedPartition]:
     """The prediction-log partitions holding rows scored by this version."""
-    import pyarrow.parquet as pq
-
-    from serving.predlog import PARTITION_RE, log_files
-
     counts: dict[str, ServedPartition] = {}
     for key in log_files(store, since=since):
-        table = pq.read_table(
-            io.BytesIO(store.read_bytes(key)), columns=["model_name", "model_version", "arm", "served"]
-        ).to_pandas()
-        mine = table[(table["model_name"] == model_name) & (table["model_version"].astype(str) == version)]
+        table = read_log_file(store, key, [MODEL_NAME, MODEL_VERSION, ARM, SERVED]).to_pandas()
+        mine = table[(table[MODEL_NAME] == model_name) & (table[MODEL_VERSION].astype(str) == version)]
         if mine.empty:
             continue
-        match = PARTITION_RE.match(key)
-        assert match is not None  # log_files keeps partition files only
-        partition = f"date={match.group(1)}"
+        day = partition_date(key)
+        assert day is not None  # log_files keeps partition files only
+        partition = partition_name(day)
         entry = counts.setdefault(partition, ServedPartition(partition, 0, 0, {}))
         entry.rows += len(mine)
-        entry.served_rows += int(mine["served"].fillna(False).astype(bool).sum())
-        for arm, n in mine["arm"].fillna("unknown").value_counts().items():
+        entry.served_rows += int(mine[SERVED].fillna(False).astype(bool).sum())
+        for arm, n in mine[ARM].fillna("unknown").value_counts().items():
             entry.arms[str(arm)] = entry.arms.get(str(arm), 0) + int(n)
     return [counts[p] for p in sorted(counts)]
 

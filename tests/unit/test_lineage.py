@@ -14,9 +14,10 @@ import pytest
 
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import ConfigError, LandingError
+from mlops.prediction_log import log_batch, log_schema
 from mlops.storage import LocalStore
 from mlops.tracking import ModelVersionInfo, RunRecord
-from serving.predlog import PredictionLog, log_batch, log_schema
+from serving.predlog import PredictionLog
 from tasks.features import fingerprint_inputs
 from tasks.ingest import snapshot_file
 from tasks.lineage import (
