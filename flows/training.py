@@ -28,17 +28,17 @@ from mlops.storage import Store, open_store
 from mlops.tracking import RegisteredVersion, Tracker, code_version
 from tasks.features import Split, TrainingFrame, build_features, fingerprint_inputs, time_split
 from tasks.ingest import Snapshot, ingest_table, quarantine_batch
-from tasks.lineage import (
+from tasks.lineage import collect_lineage
+from tasks.lineage_records import (
     CONFIG_FILE,
     PACKAGES_FILE,
     TRAINING_FRAME_SUMMARY_FILE,
     VALIDATION_SUMMARY_FILE,
-    collect_lineage,
     config_record,
     environment_record,
-    lineage_markdown,
     validation_record,
 )
+from tasks.lineage_render import lineage_markdown
 from tasks.train import CandidateResult, select_best, train_candidate
 from tasks.validate import ValidationReport, load_suite_json, render_data_docs, validate_batch
 

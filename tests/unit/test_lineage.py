@@ -21,25 +21,26 @@ from serving.predlog import PredictionLog
 from tasks.features import fingerprint_inputs
 from tasks.ingest import snapshot_file
 from tasks.lineage import (
-    NOT_RECORDED,
     ChampionEvent,
     DecisionLink,
     RecordedFacts,
     assemble_lineage,
     champion_periods,
-    compare_metrics,
-    config_from_record,
-    config_record,
-    environment_record,
-    likely_causes,
-    lineage_markdown,
-    lineage_tree,
-    package_changes,
     parse_model_ref,
     read_recorded_snapshots,
     served_partitions,
     snapshot_status,
 )
+from tasks.lineage_records import (
+    NOT_RECORDED,
+    compare_metrics,
+    config_from_record,
+    config_record,
+    environment_record,
+    likely_causes,
+    package_changes,
+)
+from tasks.lineage_render import lineage_markdown, lineage_tree
 
 REPO = Path(__file__).resolve().parents[2]
 
