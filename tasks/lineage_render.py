@@ -167,35 +167,59 @@ def lineage_tree(lineage: Lineage) -> Tree:
         f"[bold]registered version[/bold] v{r.version}, {r.created_at}; aliases: {', '.join(r.aliases) or 'none'}"
         f"  {escape(r.url)}"
     )
-    decisions = root.add("[bold]gate decisions[/bold]")
-    for d in lineage.decisions:
-        colour = "green" if d.verdict == "promoted" else "red"
-        decisions.add(
-            f"[{colour}]{d.verdict}[/{colour}] {d.recorded_at} vs champion {escape(d.compared_with)} on"
+    _branch(
+        root,
+        "[bold]gate decisions[/bold]",
+        [
+            f"{_verdict(d.verdict)} {d.recorded_at} vs champion {escape(d.compared_with)} on"
             f" {escape(d.eval_period)}: {escape('; '.join(d.reasons) or '-')}  {escape(d.run_url)}"
-        )
-    if not lineage.decisions:
-        decisions.add("[yellow]none recorded[/yellow]")
-    periods = root.add("[bold]champion[/bold]")
-    for p in lineage.champion_periods:
-        periods.add(
+            for d in lineage.decisions
+        ],
+        "[yellow]none recorded[/yellow]",
+    )
+    _branch(
+        root,
+        "[bold]champion[/bold]",
+        [
             f"{p.start} → {p.end}  [dim]{escape(p.began_by)}{' / ' + escape(p.ended_by) if p.ended_by else ''}[/dim]"
-        )
-    if not lineage.champion_periods:
-        periods.add("never champion")
-    served = root.add("[bold]prediction-log partitions[/bold]")
-    for s in lineage.served:
-        arms = ", ".join(f"{arm} {n}" for arm, n in sorted(s.arms.items()))
-        served.add(f"{s.partition}: {s.rows} rows, {s.served_rows} returned ({arms})")
-    if not lineage.served:
-        served.add("none")
-    checked = root.add("[bold]checks[/bold]")
-    for c in lineage.checks:
-        checked.add(
+            for p in lineage.champion_periods
+        ],
+        "never champion",
+    )
+    _branch(
+        root,
+        "[bold]prediction-log partitions[/bold]",
+        [
+            f"{s.partition}: {s.rows} rows, {s.served_rows} returned ("
+            + ", ".join(f"{arm} {n}" for arm, n in sorted(s.arms.items()))
+            + ")"
+            for s in lineage.served
+        ],
+        "none",
+    )
+    _branch(
+        root,
+        "[bold]checks[/bold]",
+        [
             f"{'[green]ok[/green]' if c.ok else '[red]FAILED[/red]'} {escape(c.what)}: {escape(c.detail)}"
-        )
+            for c in lineage.checks
+        ],
+    )
     if lineage.gaps:
-        gaps = root.add("[bold yellow]not recorded[/bold yellow]")
-        for g in lineage.gaps:
-            gaps.add(escape(g))
+        _branch(root, "[bold yellow]not recorded[/bold yellow]", [escape(g) for g in lineage.gaps])
     return root
+
+
+def _verdict(verdict: str) -> str:
+    colour = "green" if verdict == "promoted" else "red"
+    return f"[{colour}]{verdict}[/{colour}]"
+
+
+def _branch(root: Tree, title: str, lines: list[str], empty: str | None = None) -> Tree:
+    """A node of `root` with one child a line, or the `empty` child when there are none."""
+    node = root.add(title)
+    for line in lines:
+        node.add(line)
+    if not lines and empty is not None:
+        node.add(empty)
+    return node
