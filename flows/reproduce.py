@@ -29,7 +29,8 @@ from mlops.errors import ConfigError, TrainingError
 from mlops.storage import Stores
 from mlops.tracking import RunRecord, Tracker, code_version
 from tasks.features import time_split
-from tasks.lineage import (
+from tasks.lineage import read_recorded_snapshots, resolve_version
+from tasks.lineage_records import (
     CONFIG_FILE,
     INPUTS_FILE,
     PACKAGES_FILE,
@@ -38,8 +39,6 @@ from tasks.lineage import (
     config_from_record,
     environment_record,
     likely_causes,
-    read_recorded_snapshots,
-    resolve_version,
 )
 from tasks.train import CandidateResult, select_best
 

@@ -31,7 +31,8 @@ from tasks.drift import Lineage, build_current_frame, build_reference, current_q
 from tasks.features import build_training_frame, fingerprint_inputs
 from tasks.gates import AucComparison, ProbeResult, compare_roc_auc, positive_proba, slice_rows
 from tasks.ingest import Snapshot, ingest_file, quarantine_batch
-from tasks.lineage import collect_lineage, lineage_markdown
+from tasks.lineage import collect_lineage
+from tasks.lineage_render import lineage_markdown
 from tasks.train import fit_and_evaluate
 from tasks.validate import ValidationReport, load_suite_json, validate_frame
 

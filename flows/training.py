@@ -39,7 +39,7 @@ from mlops.periods import PERIOD_PATTERN, period_range
 from mlops.storage import Stores
 from mlops.tracking import RegisteredVersion, Tracker, code_version
 from tasks.features import Split, TrainingFrame, time_split
-from tasks.lineage import (
+from tasks.lineage_records import (
     CONFIG_FILE,
     PACKAGES_FILE,
     TRAINING_FRAME_SUMMARY_FILE,

@@ -600,7 +600,8 @@ def lineage(
 
     from mlops.storage import open_store
     from mlops.tracking import Tracker
-    from tasks.lineage import collect_lineage, lineage_tree
+    from tasks.lineage import collect_lineage
+    from tasks.lineage_render import lineage_tree
 
     config = get_config(ctx)
     tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)  # fails fast if down

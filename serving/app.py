@@ -13,7 +13,9 @@
   `GET /openapi.json` and `/docs`.
 
 The service reads the config once (`create_app`), loads the models before it accepts a
-request, and then follows the registry (see `serving.models`).
+request, and then follows the registry (see `serving.models`). The handlers are in
+`serving.routes`; this module builds the app around them: start-up and shutdown, the
+shared `Service` in `app.state`, the OpenAPI document, and the server.
 """
 
 from __future__ import annotations
@@ -22,68 +24,28 @@ import asyncio
 import gc
 import logging
 import os
-import re
-import uuid
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
-from itertools import count
+from dataclasses import replace
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
 from mlops.config import ProjectConfig, load_config
-from mlops.storage import open_store
+from mlops.prediction_log import log_schema
+from mlops.storage import Store, open_store
 from serving.fastpath import compile_scorer
 from serving.models import LoadedModel, ModelWatcher, RegistrySource
-from serving.predlog import PredictionLog, log_schema
-from serving.schema import FeatureSchema, InputError, PredictResponse
-from serving.scoring import NoModelError, Scorer, UnscorableError
+from serving.predlog import PredictionLog
+from serving.routes import Service, add_routes, json_response
+from serving.schema import FeatureSchema
+from serving.scoring import Scorer
 
 logger = logging.getLogger("serving.app")
-REQUEST_ID_HEADER = "X-Request-ID"
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SCHEMA_REF = "#/components/schemas/{model}"
-
-
-def json_response(payload: Any, status: int = 200, request_id: str | None = None) -> Response:
-    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with a 413 as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InputError(400, f"Content-Length {declared!r} is not a number")
-        if int(declared) > limit:
-            raise InputError(
-                413, f"the body has {int(declared)} bytes, over the limit of {limit} (serving.max_body_bytes)"
-            )
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise InputError(413, f"the body exceeds the limit of {limit} bytes (serving.max_body_bytes)")
-        parts.append(part)
-    return b"".join(parts)
-
-
-@dataclass
-class Service:
-    """What the endpoints share, built at start-up."""
-
-    config: ProjectConfig
-    schema: FeatureSchema
-    watcher: ModelWatcher
-    scorer: Scorer
-    log: PredictionLog
 
 
 def create_app(config: ProjectConfig, own_process: bool = False) -> FastAPI:
@@ -91,20 +53,46 @@ def create_app(config: ProjectConfig, own_process: bool = False) -> FastAPI:
     `own_process` lets it tune the garbage collector of a process that does nothing else."""
     settings = config.serving
     schema = FeatureSchema(config.features)  # a bad feature list fails here, before serving
-    model_name = config.registry.model_name
     store = open_store(config.store_uri(settings.prediction_log_uri), config.data.s3)
+    app = FastAPI(
+        title=f"{config.project} prediction service",
+        description=(
+            f"Scores records with `{config.registry.model_name}@champion` from the MLflow registry "
+            f"(mode: {settings.mode}). Every prediction is logged to {settings.prediction_log_uri}."
+        ),
+        version="1",
+        lifespan=service_lifespan(config, schema, store, own_process),
+    )
+    app.add_exception_handler(Exception, unexpected)
+    add_routes(app)
+    app.openapi = lambda: openapi_with_request_body(app, schema)  # type: ignore[method-assign]
+    return app
+
+
+def model_preparer(schema: FeatureSchema) -> Callable[[LoadedModel], LoadedModel]:
+    """What the watcher runs on a newly loaded model before it swaps it in."""
 
     def prepare(model: LoadedModel) -> LoadedModel:
         probe = schema.probe_rows(model.example)
         model.scores(probe)  # fails here, before the swap, if the model cannot score
         return replace(model, fast=compile_scorer(model.pipeline, model.positive_index, probe))
 
+    return prepare
+
+
+def service_lifespan(
+    config: ProjectConfig, schema: FeatureSchema, store: Store, own_process: bool
+) -> Callable[[FastAPI], Any]:
+    """Start-up (load the models, start the log writer and the scorer, put the `Service` in
+    `app.state`) and shutdown, for FastAPI's `lifespan`."""
+    settings = config.serving
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = RegistrySource(
-            config.stack.tracking_uri, config.registry.experiment, model_name, schema.columns
+            config.stack.tracking_uri, config.registry.experiment, config.registry.model_name, schema.columns
         )
-        watcher = ModelWatcher(registry, prepare, settings.poll_seconds)
+        watcher = ModelWatcher(registry, model_preparer(schema), settings.poll_seconds)
         await asyncio.to_thread(watcher.poll_once)  # load before the first request is accepted
         watcher.start()
         log = PredictionLog(
@@ -128,152 +116,30 @@ def create_app(config: ProjectConfig, own_process: bool = False) -> FastAPI:
             await scorer.stop()
             await asyncio.to_thread(log.close)
 
-    app = FastAPI(
-        title=f"{config.project} prediction service",
-        description=(
-            f"Scores records with `{model_name}@champion` from the MLflow registry "
-            f"(mode: {settings.mode}). Every prediction is logged to {settings.prediction_log_uri}."
-        ),
-        version="1",
-        lifespan=lifespan,
-    )
+    return lifespan
 
-    # Request ids: a random prefix per process and a counter. uuid4() per request cost more
-    # than parsing a one-row body (urandom is a system call).
-    id_prefix = uuid.uuid4().hex[:12]
-    id_counter = count()
 
-    def service_of(request: Request) -> Service:
-        return request.app.state.service
+async def unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return json_response({"error": f"internal error ({type(exc).__name__}); see the service log"}, 500)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return json_response({"error": f"internal error ({type(exc).__name__}); see the service log"}, 500)
 
-    @app.get("/health", summary="The process answers")
-    async def health() -> Response:
-        return json_response({"status": "ok"})
-
-    @app.get("/ready", summary="A model is loaded and answering (503 until then)")
-    async def ready(request: Request) -> Response:
-        service = service_of(request)
-        models = service.watcher.models
-        status = service.watcher.status
-        problems = [f"loading {f.alias} v{f.version} failed: {f.error}" for f in status.failures.values()]
-        if status.last_poll_error:
-            problems.append(status.last_poll_error)
-        if models.primary is None:
-            return json_response(
-                {
-                    "ready": False,
-                    "reason": f"no model loaded: the registry has no loadable `champion` or `challenger`"
-                    f" alias for {model_name}",
-                    "problems": problems,
-                },
-                503,
-            )
-        payload: dict[str, Any] = {
-            "ready": True,
-            "model_name": model_name,
-            "model_version": models.primary.version,
-            "alias": models.primary_arm,
-            "problems": problems,
+def openapi_with_request_body(app: FastAPI, schema: FeatureSchema) -> dict[str, Any]:
+    """FastAPI's OpenAPI document plus the body of `/predict`: the body is decoded by hand
+    (for speed and for precise errors), so FastAPI cannot see its schema; it comes from the
+    same pydantic models that report errors."""
+    if app.openapi_schema is None:
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        body_schema, definitions = schema.openapi_request_schema(SCHEMA_REF)
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
+        spec["paths"]["/predict"]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body_schema}},
         }
-        if models.champion is None:
-            payload["note"] = (
-                f"no champion yet: serving the challenger v{models.primary.version} as a fallback"
-            )
-        return json_response(payload)
-
-    @app.get("/model", summary="What is served: versions, metrics, mode, reload state, prediction log")
-    async def model(request: Request) -> Response:
-        service = service_of(request)
-        models = service.watcher.models
-        primary = models.primary
-        under_test = models.under_test
-        mode = settings.mode if under_test is not None else "none"
-        if primary is None:
-            note = "no model loaded"
-        elif models.champion is None:
-            note = f"no champion yet: the challenger v{primary.version} answers as a fallback"
-        elif settings.mode != "none" and under_test is None:
-            note = f"mode {settings.mode} is configured, but there is no separate challenger: champion only"
-        else:
-            note = None
-        return json_response(
-            {
-                "name": model_name,
-                "version": primary.version if primary else None,
-                "alias": models.primary_arm if primary else None,
-                "metrics": primary.metrics if primary else {},
-                "threshold": config.training.threshold,
-                "mode": mode,
-                "configured_mode": settings.mode,
-                "challenger_share": {"canary": settings.canary_share, "ab": settings.ab_split}.get(mode),
-                "note": note,
-                "models": service.watcher.describe(),
-                "scoring": service.scorer.describe(),
-                "prediction_log": service.log.describe(),
-            }
-        )
-
-    @app.post(
-        "/predict",
-        summary="Score records",
-        response_model=PredictResponse,
-        responses={
-            400: {"description": "The body is not JSON"},
-            413: {"description": "Too many bytes or records"},
-            422: {"description": "A record does not match the schema: the field and the reason"},
-            503: {"description": "No model is loaded yet"},
-        },
-    )
-    async def predict(request: Request) -> Response:
-        service = service_of(request)
-        given = request.headers.get(REQUEST_ID_HEADER)
-        request_id = given if given and REQUEST_ID_RE.match(given) else f"{id_prefix}{next(id_counter):010x}"
-        try:
-            body = await read_body(request, settings.max_body_bytes)
-            parsed = service.schema.parse(body, settings.max_records)
-            scored = await service.scorer.score(
-                request_id, parsed.records, request.headers.get(settings.routing_header)
-            )
-        except InputError as exc:
-            return json_response({**exc.body(), "request_id": request_id}, exc.status, request_id)
-        except NoModelError as exc:
-            return json_response({"error": str(exc), "request_id": request_id}, 503, request_id)
-        except UnscorableError as exc:
-            message = f"the model cannot score the records of this request: {exc}"
-            return json_response({"error": message, "request_id": request_id}, 422, request_id)
-        return json_response(
-            {
-                "request_id": request_id,
-                "model_name": scored.model_name,
-                "mode": scored.mode,
-                "predictions": scored.predictions(),
-            },
-            request_id=request_id,
-        )
-
-    def openapi() -> dict[str, Any]:
-        # The body is decoded by hand (for speed and for precise errors), so FastAPI cannot
-        # see its schema: add it here, from the same pydantic models that report errors.
-        if app.openapi_schema is None:
-            spec = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            body_schema, definitions = schema.openapi_request_schema(SCHEMA_REF)
-            spec.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
-            spec["paths"]["/predict"]["post"]["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": body_schema}},
-            }
-            app.openapi_schema = spec
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-    return app
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 def tune_process_for_serving() -> None:

@@ -27,9 +27,9 @@ import pandas as pd
 
 from mlops.config import ProjectConfig
 from mlops.errors import ConfigError, LandingError
+from mlops.names import CHALLENGER, CHAMPION
+from mlops.prediction_log import ARM, KEY, MODE, MODEL_VERSION, REQUEST_ID, SCORE, SERVED, read_prediction_log
 from mlops.storage import Store, open_store
-from serving.predlog import read_prediction_log
-from serving.routing import CHALLENGER, CHAMPION
 
 KEY_SEPARATOR = "|"
 MIN_ROWS_FOR_METRICS = 30  # fewer labelled rows than this: counts only, no metrics
@@ -61,7 +61,7 @@ def frame_keys(frame: pd.DataFrame, key_columns: Sequence[str]) -> pd.Series:
 
 
 def load_labels(config: ProjectConfig, landing: Store) -> pd.DataFrame:
-    """`key` and 0/1 `y` of every labelled row of the batch table in the landing zone."""
+    """`key` (as the log's) and 0/1 `y` of every labelled row of the batch table in the landing zone."""
     from tasks.features import label_rows
 
     key_columns = config.data.key_columns
@@ -80,10 +80,10 @@ def load_labels(config: ProjectConfig, landing: Store) -> pd.DataFrame:
         frame = pd.read_parquet(io.BytesIO(landing.read_bytes(key)), columns=wanted)
         labelled, _ = label_rows(frame, config.target)
         parts.append(
-            pd.DataFrame({"key": frame_keys(labelled, key_columns), "y": labelled[config.target.label]})
+            pd.DataFrame({KEY: frame_keys(labelled, key_columns), "y": labelled[config.target.label]})
         )
     labels = pd.concat(parts, ignore_index=True)
-    return labels.drop_duplicates("key", keep=False)  # an ambiguous key labels nothing
+    return labels.drop_duplicates(KEY, keep=False)  # an ambiguous key labels nothing
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,8 @@ def compare_arms(
     logged = len(log)
     if logged == 0:
         return Comparison(since, 0, 0, 0, [], notes=["no predictions were logged in this period"])
-    keyed = log[log["key"].notna()]
-    joined = keyed.merge(labels, on="key", how="inner")
+    keyed = log[log[KEY].notna()]
+    joined = keyed.merge(labels, on=KEY, how="inner")
     if len(keyed) < logged:
         notes.append(
             f"{logged - len(keyed)} of {logged} logged rows carry no `key` and cannot be joined to a label"
@@ -137,9 +137,9 @@ def compare_arms(
             " built from data.key_columns joined with '|'"
         )
     arms = []
-    for (arm, version), rows in log.groupby(["arm", "model_version"], sort=True):
-        with_label = joined[(joined["arm"] == arm) & (joined["model_version"] == version)]
-        metrics = _metrics(with_label["y"].to_numpy(), with_label["score"].to_numpy(), threshold)
+    for (arm, version), rows in log.groupby([ARM, MODEL_VERSION], sort=True):
+        with_label = joined[(joined[ARM] == arm) & (joined[MODEL_VERSION] == version)]
+        metrics = _metrics(with_label["y"].to_numpy(), with_label[SCORE].to_numpy(), threshold)
         if len(with_label) and not metrics:
             notes.append(
                 f"{arm} v{version}: {len(with_label)} labelled rows are too few (or one class) for metrics"
@@ -148,8 +148,8 @@ def compare_arms(
             ArmResult(
                 arm=str(arm),
                 model_version=str(version),
-                modes=sorted(rows["mode"].unique().tolist()),
-                served=bool(rows["served"].any()),
+                modes=sorted(rows[MODE].unique().tolist()),
+                served=bool(rows[SERVED].any()),
                 logged_rows=len(rows),
                 labelled_rows=len(with_label),
                 metrics=metrics,
@@ -165,19 +165,19 @@ def compare_arms(
 
 def _paired(joined: pd.DataFrame) -> tuple[int, dict[str, float]]:
     """ROC-AUC of each arm on the labelled rows both arms scored (shadow mode)."""
-    shadow = joined[~joined["served"]]
+    shadow = joined[~joined[SERVED]]
     if shadow.empty:
         return 0, {}
-    served = joined[joined["served"]]
-    pairs = served.merge(shadow, on=["request_id", "key"], suffixes=("_served", "_shadow"))
+    served = joined[joined[SERVED]]
+    pairs = served.merge(shadow, on=[REQUEST_ID, KEY], suffixes=("_served", "_shadow"))
     if len(pairs) < MIN_ROWS_FOR_METRICS or pairs["y_served"].nunique() < 2:
         return len(pairs), {}
     from sklearn.metrics import roc_auc_score
 
     y = pairs["y_served"].to_numpy()
     return len(pairs), {
-        CHAMPION: float(roc_auc_score(y, pairs["score_served"])),
-        CHALLENGER: float(roc_auc_score(y, pairs["score_shadow"])),
+        CHAMPION: float(roc_auc_score(y, pairs[f"{SCORE}_served"])),
+        CHALLENGER: float(roc_auc_score(y, pairs[f"{SCORE}_shadow"])),
     }
 
 
@@ -188,5 +188,5 @@ def compare_logged_traffic(
     log_store = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
     log = read_prediction_log(log_store, since, until)
     landing = open_store(config.store_uri(config.data.landing_uri), config.data.s3)
-    labels = load_labels(config, landing) if len(log) else pd.DataFrame(columns=["key", "y"])
+    labels = load_labels(config, landing) if len(log) else pd.DataFrame(columns=[KEY, "y"])
     return compare_arms(log, labels, config.training.threshold, since)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.errors import MlopsError
-from serving.routing import CHALLENGER, CHAMPION
+from mlops.names import CHALLENGER, CHAMPION
 
 logger = logging.getLogger("serving.models")
 MAX_RETRY_SECONDS = 300.0

@@ -26,8 +26,6 @@ from typing import Literal
 
 import numpy as np
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 Mode = Literal["none", "shadow", "canary", "ab"]
 _SCALE = float(2**64)
 

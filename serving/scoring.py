@@ -32,9 +32,11 @@ from typing import Any
 import numpy as np
 
 from mlops.config import ServingConfig
+from mlops.names import CHALLENGER
+from mlops.prediction_log import log_batch
 from serving.models import LoadedModel, ModelWatcher
-from serving.predlog import PredictionLog, log_batch
-from serving.routing import CHALLENGER, RoutingPlan, routing_keys
+from serving.predlog import PredictionLog
+from serving.routing import RoutingPlan, routing_keys
 from serving.schema import FeatureSchema
 
 logger = logging.getLogger("serving.scoring")

@@ -11,18 +11,18 @@ named with the reason, and a batch too small or too broken gets the verdict `can
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mlops import prediction_log
 from mlops.config import MonitoringConfig, ProjectConfig, TableSpec
 from mlops.errors import BadBatchError, ConfigError, LandingError
 from mlops.periods import PERIOD_BODY, shift_period
@@ -39,11 +39,6 @@ DRIFT_RETRAIN = "drift_retrain"
 PERFORMANCE_DROP_RETRAIN = "performance_drop_retrain"
 CANNOT_JUDGE = "cannot_judge"
 RETRAIN_VERDICTS = frozenset({DRIFT_RETRAIN, PERFORMANCE_DROP_RETRAIN})
-
-# Columns of the serving prediction log besides the features (see serving/).
-LOG_LABEL = "label"
-LOG_SERVED = "served"
-LOG_MODEL_VERSION = "model_version"
 
 
 # -- the reference: what the champion was trained on --------------------------------------
@@ -234,32 +229,21 @@ def build_current_frame(
 
 
 def read_prediction_log(store: Store, first: date, last: date) -> pd.DataFrame:
-    """Every logged prediction between two days (UTC, inclusive): `date=YYYY-MM-DD/*.parquet`."""
+    """Every logged prediction between two days (UTC, inclusive); a damaged file is a BadBatchError."""
     if last < first:
         raise ConfigError(f"the last day {last} is before the first day {first}")
-    parts = []
-    day = first
-    while day <= last:
-        for key in store.list(f"date={day.isoformat()}/"):
-            if key.endswith(".parquet"):
-                try:
-                    parts.append(pd.read_parquet(io.BytesIO(store.read_bytes(key))))
-                except Exception as exc:  # pyarrow raises several types for a damaged file
-                    raise BadBatchError(
-                        f"prediction log file {store.uri_for(key)} is unreadable ({exc})"
-                    ) from None
-        day += timedelta(days=1)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return prediction_log.read_prediction_log(store, first, last)
 
 
 def prediction_log_frame(log: pd.DataFrame, config: ProjectConfig) -> CurrentFrame:
     """The served rows of a prediction log, shaped like the training frame."""
     features = config.features
     notes = []
-    served = log[log[LOG_SERVED].astype(bool)] if LOG_SERVED in log.columns else log
+    served_column, version_column = prediction_log.SERVED, prediction_log.MODEL_VERSION
+    served = log[log[served_column].astype(bool)] if served_column in log.columns else log
     dropped = len(log) - len(served)
-    if LOG_MODEL_VERSION in served.columns and len(served):
-        versions = sorted(served[LOG_MODEL_VERSION].dropna().astype(str).unique())
+    if version_column in served.columns and len(served):
+        versions = sorted(served[version_column].dropna().astype(str).unique())
         notes.append(
             f"served by model version(s) {', '.join(versions)}; scores are recomputed by the champion"
         )
@@ -270,12 +254,13 @@ def prediction_log_frame(log: pd.DataFrame, config: ProjectConfig) -> CurrentFra
             issues.append(ColumnIssue(column, "missing from the prediction log"))
             frame[column] = np.nan
     label = config.target.label
-    labelled = LOG_LABEL in frame.columns and frame[LOG_LABEL].notna().any()
+    log_label = prediction_log.LABEL  # optional: only a labelled log has it
+    labelled = log_label in frame.columns and frame[log_label].notna().any()
     keep = list(features.columns)
     if labelled:
-        unlabelled = frame[LOG_LABEL].isna()
+        unlabelled = frame[log_label].isna()
         frame = frame.loc[~unlabelled].reset_index(drop=True)
-        frame[label] = frame[LOG_LABEL].astype(np.int8)
+        frame[label] = frame[log_label].astype(np.int8)
         keep.append(label)
         if unlabelled.any():
             notes.append(f"{int(unlabelled.sum())} served row(s) have no label yet and are left out")

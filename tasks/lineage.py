@@ -6,123 +6,55 @@ gate decisions → periods as champion → prediction-log partitions.
 
 Each link comes from a record: the training run's `lineage/inputs.json`,
 `validation/summary.json`, `environment/packages.json` and `config/resolved.json`
-artifacts, the version's tags, the promotion and rollback runs, the prediction log's
-`model_version` column. A link with no record says "not recorded"; nothing is inferred.
+artifacts (see `tasks.lineage_records`), the version's tags, the promotion and rollback
+runs, the prediction log's `model_version` column. A link with no record says "not
+recorded"; nothing is inferred.
 
 `assemble_lineage` and the helpers below are plain functions over recorded facts;
-`collect_lineage` reads those facts through the Tracker and the stores.
+`collect_lineage` reads those facts through the Tracker and the stores, re-hashing the
+snapshots; `read_recorded_snapshots` reads them back for a reproduction. Rendering the
+chain is `tasks.lineage_render`'s.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import math
-import platform
 import re
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from pydantic import ValidationError
 
-from mlops.config import ProjectConfig
 from mlops.errors import ConfigError, LandingError
 from mlops.names import CHAMPION
+from mlops.prediction_log import (
+    ARM,
+    MODEL_NAME,
+    MODEL_VERSION,
+    SERVED,
+    log_files,
+    partition_date,
+    partition_name,
+    read_log_file,
+)
 from mlops.storage import Store, sha256_bytes
 from tasks.features import fingerprint_inputs
 from tasks.ingest import Snapshot, read_table
+from tasks.lineage_records import (
+    CONFIG_FILE,
+    INPUTS_FILE,
+    NOT_RECORDED,
+    PACKAGES_FILE,
+    TRAINING_FRAME_SUMMARY_FILE,
+    VALIDATION_SUMMARY_FILE,
+)
 
 if TYPE_CHECKING:
-    from rich.tree import Tree
-
     from mlops.tracking import ModelVersionInfo, RunRecord, Tracker
-    from tasks.validate import ValidationReport
 
-NOT_RECORDED = "not recorded"
-INPUTS_FILE = "lineage/inputs.json"
-PACKAGES_FILE = "environment/packages.json"
-CONFIG_FILE = "config/resolved.json"
-VALIDATION_SUMMARY_FILE = "validation/summary.json"
-TRAINING_FRAME_SUMMARY_FILE = "validation/training-frame-summary.json"
-# The packages whose versions change what a fit computes; shown first when they differ.
-KEY_PACKAGES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "threadpoolctl", "joblib")
 SNAPSHOT_FIELDS = {f.name for f in fields(Snapshot)}
 MODEL_REF = re.compile(r"^(?P<name>[^@/]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
-
-
-# -- what training records beside the model -----------------------------------------------
-
-
-def environment_record() -> dict[str, Any]:
-    """Python, platform and every installed distribution with its version."""
-    from importlib.metadata import distributions
-
-    packages = {}
-    for dist in distributions():
-        name = dist.metadata["Name"]
-        if name:
-            packages[canonical_name(name)] = dist.version
-    return {
-        "python": platform.python_version(),
-        "implementation": sys.implementation.name,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "packages": dict(sorted(packages.items())),
-    }
-
-
-def canonical_name(name: str) -> str:
-    """PEP 503 normalisation: `Scikit_Learn` and `scikit-learn` are the same package."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def config_record(config: ProjectConfig) -> dict[str, Any]:
-    """The resolved config as JSON: enough to rebuild the object that trained."""
-    return config.model_dump(mode="json", exclude={"root"})
-
-
-def config_from_record(current: ProjectConfig, recorded: dict[str, Any]) -> ProjectConfig:
-    """The recorded config, running where the current one runs: what to compute comes from
-    the record; where the stores and servers are (and the post-training settings) from now."""
-    data = {
-        **recorded["data"],
-        "landing_uri": current.data.landing_uri,
-        "snapshot_uri": current.data.snapshot_uri,
-        "quarantine_uri": current.data.quarantine_uri,
-        "s3": current.data.s3.model_dump(),
-    }
-    payload = {
-        **recorded,
-        "data": data,
-        "stack": current.stack.model_dump(),
-        "promotion": current.promotion.model_dump(),
-        "serving": current.serving.model_dump(),
-        "monitoring": current.monitoring.model_dump(),
-        "compute": current.compute.model_dump(),
-        "expectations_dir": current.expectations_dir,
-    }
-    try:
-        return ProjectConfig(**payload, root=current.root)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"the recorded config does not load with this code ({problems})") from None
-
-
-def validation_record(report: ValidationReport, artifact: str) -> dict[str, Any]:
-    """One suite's outcome on one batch, with the suite's content hash as its version."""
-    return {
-        "batch": report.batch,
-        "suite": report.suite,
-        "suite_sha256": report.suite_sha256,
-        "passed": report.success,
-        "expectations": report.evaluated,
-        "failed": len(report.failures),
-        "rows": report.rows,
-        "artifact": artifact,
-    }
 
 
 # -- the chain ----------------------------------------------------------------------------
@@ -335,25 +267,19 @@ def served_partitions(
     store: Store, model_name: str, version: str, since: date | None
 ) -> list[ServedPartition]:
     """The prediction-log partitions holding rows scored by this version."""
-    import pyarrow.parquet as pq
-
-    from serving.predlog import PARTITION_RE, log_files
-
     counts: dict[str, ServedPartition] = {}
     for key in log_files(store, since=since):
-        table = pq.read_table(
-            io.BytesIO(store.read_bytes(key)), columns=["model_name", "model_version", "arm", "served"]
-        ).to_pandas()
-        mine = table[(table["model_name"] == model_name) & (table["model_version"].astype(str) == version)]
+        table = read_log_file(store, key, [MODEL_NAME, MODEL_VERSION, ARM, SERVED]).to_pandas()
+        mine = table[(table[MODEL_NAME] == model_name) & (table[MODEL_VERSION].astype(str) == version)]
         if mine.empty:
             continue
-        match = PARTITION_RE.match(key)
-        assert match is not None  # log_files keeps partition files only
-        partition = f"date={match.group(1)}"
+        day = partition_date(key)
+        assert day is not None  # log_files keeps partition files only
+        partition = partition_name(day)
         entry = counts.setdefault(partition, ServedPartition(partition, 0, 0, {}))
         entry.rows += len(mine)
-        entry.served_rows += int(mine["served"].fillna(False).astype(bool).sum())
-        for arm, n in mine["arm"].fillna("unknown").value_counts().items():
+        entry.served_rows += int(mine[SERVED].fillna(False).astype(bool).sum())
+        for arm, n in mine[ARM].fillna("unknown").value_counts().items():
             entry.arms[str(arm)] = entry.arms.get(str(arm), 0) + int(n)
     return [counts[p] for p in sorted(counts)]
 
@@ -613,191 +539,7 @@ def collect_lineage(
     return assemble_lineage(facts)
 
 
-# -- rendering ----------------------------------------------------------------------------
-
-
-def _short(sha: str) -> str:
-    return sha[:16] if len(sha) == 64 else sha
-
-
-def lineage_markdown(lineage: Lineage) -> str:
-    """The chain as Markdown, for a Prefect artifact."""
-    t, r = lineage.training, lineage.registered
-    lines = [f"## Lineage of {lineage.model_name} v{lineage.version}", ""]
-    lines += ["### 1. Landing files → 2. snapshots", ""]
-    if lineage.inputs:
-        lines += [
-            "| input | role | landing file | bytes | sha256 | rows | snapshot | status |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {i.name} | {i.context} | `{i.source_uri}` | {i.size} | `{i.sha256}` | {i.rows} "
-            f"| `{i.snapshot_uri}` | {i.snapshot_status} |"
-            for i in lineage.inputs
-        ]
-    else:
-        lines.append(NOT_RECORDED)
-    lines += ["", "### 3. Validation", ""]
-    if lineage.validation:
-        lines += [
-            "| batch | suite | suite sha256 | result | expectations | failed |",
-            "|---|---|---|---|---|---|",
-        ]
-        for v in lineage.validation:
-            result = NOT_RECORDED if v.passed is None else ("passed" if v.passed else "**FAILED**")
-            link = f"[{result}]({v.result_url})" if v.result_url else result
-            lines.append(
-                f"| {v.batch} | {v.suite} | `{_short(v.suite_sha256)}` | {link} | {v.expectations} | {v.failed} |"
-            )
-    else:
-        lines.append(NOT_RECORDED)
-    packages = t.packages or {}
-    key_packages = ", ".join(f"{p} {packages[p]}" for p in KEY_PACKAGES if p in packages) or NOT_RECORDED
-    holdout = ", ".join(
-        f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in t.metrics.items() if k.startswith("holdout_")
-    )
-    lines += [
-        "",
-        "### 4. Training run",
-        "",
-        f"- MLflow run [{t.run_name}]({t.run_url}), started {t.started_at}; Prefect run {t.prefect_run_url}",
-        f"- code commit `{t.git_commit}`, config hash `{t.config_hash}`"
-        f" ({'resolved config recorded' if t.config_recorded else 'resolved config ' + NOT_RECORDED}),"
-        f" training fingerprint `{t.training_fingerprint}`, seed {t.seed}",
-        f"- periods: train {t.params.get('train_periods', NOT_RECORDED)},"
-        f" holdout {t.params.get('holdout_periods', NOT_RECORDED)};"
-        f" {t.params.get('train_rows', '?')} train / {t.params.get('holdout_rows', '?')} holdout rows",
-        f"- selected candidate **{t.selected_candidate}**; holdout {holdout or NOT_RECORDED}",
-        f"- Python {t.python} on {t.platform}; {key_packages}"
-        + (f" ({len(packages)} packages recorded)" if packages else ""),
-        "",
-        "### 5. Registered version",
-        "",
-        f"- [{r.model_name} v{r.version}]({r.url}), registered {r.created_at};"
-        f" aliases now: {', '.join(r.aliases) or 'none'}; validation tag: {r.validation}",
-        "",
-        "### 6. Gate decisions",
-        "",
-    ]
-    if lineage.decisions:
-        for d in lineage.decisions:
-            lines.append(
-                f"- **{d.verdict}** at {d.recorded_at}, against champion {d.compared_with} on {d.eval_period}"
-                f" ({d.eval_rows} rows): {'; '.join(d.reasons) or '-'} · [decision run]({d.run_url})"
-            )
-    else:
-        lines.append("- none recorded")
-    lines += ["", "### 7. Periods as champion", ""]
-    lines += [
-        f"- {p.start} → {p.end} (began by {p.began_by}{', ended by ' + p.ended_by if p.ended_by else ''})"
-        for p in lineage.champion_periods
-    ] or ["- never champion"]
-    lines += ["", "### 8. Prediction-log partitions", ""]
-    lines += [
-        f"- `{s.partition}`: {s.rows} rows ({s.served_rows} returned; "
-        + ", ".join(f"{arm} {n}" for arm, n in sorted(s.arms.items()))
-        + ")"
-        for s in lineage.served
-    ] or ["- none"]
-    lines += ["", "### Checks", ""]
-    lines += [f"- {'✅' if c.ok else '❌'} {c.what}: {c.detail}" for c in lineage.checks] or [
-        "- none possible"
-    ]
-    if lineage.gaps:
-        lines += ["", "### Not recorded", ""] + [f"- {g}" for g in lineage.gaps]
-    return "\n".join(lines)
-
-
-def lineage_tree(lineage: Lineage) -> Tree:
-    """The chain as a rich tree for the terminal."""
-    from rich.markup import escape
-    from rich.tree import Tree
-
-    t, r = lineage.training, lineage.registered
-    root = Tree(
-        f"[bold]{escape(lineage.model_name)} v{lineage.version}[/bold]  ({escape(lineage.requested)})"
-    )
-    inputs = root.add("[bold]landing files → snapshots[/bold]")
-    for i in lineage.inputs:
-        colour = "green" if i.snapshot_status.startswith("present") else "red"
-        node = inputs.add(f"{escape(i.name)} [dim]({i.context})[/dim]")
-        node.add(f"landing   {escape(i.source_uri)}  {i.size} bytes  {i.rows} rows")
-        node.add(f"sha256    {i.sha256}")
-        node.add(f"snapshot  {escape(i.snapshot_uri)}  [{colour}]{escape(i.snapshot_status)}[/{colour}]")
-    if not lineage.inputs:
-        inputs.add(f"[yellow]{NOT_RECORDED}[/yellow]")
-    checks = root.add("[bold]validation[/bold]")
-    for v in lineage.validation:
-        result = (
-            NOT_RECORDED
-            if v.passed is None
-            else ("[green]passed[/green]" if v.passed else "[red]FAILED[/red]")
-        )
-        checks.add(
-            f"{escape(v.batch)}: suite {escape(v.suite)} (sha256 {_short(v.suite_sha256)}) {result},"
-            f" {v.expectations} expectations  {escape(v.result_url)}"
-        )
-    training = root.add(f"[bold]training run[/bold] {escape(t.run_name)}  {escape(t.run_url)}")
-    training.add(f"started {t.started_at}; Prefect run {escape(t.prefect_run_url)}")
-    training.add(f"code commit {escape(t.git_commit)}")
-    training.add(
-        f"config hash {t.config_hash} (resolved config {'recorded' if t.config_recorded else NOT_RECORDED});"
-        f" fingerprint {t.training_fingerprint}; seed {t.seed}"
-    )
-    training.add(
-        f"train {escape(t.params.get('train_periods', NOT_RECORDED))} ({t.params.get('train_rows', '?')} rows),"
-        f" holdout {escape(t.params.get('holdout_periods', NOT_RECORDED))} ({t.params.get('holdout_rows', '?')} rows)"
-    )
-    metrics = ", ".join(
-        f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in t.metrics.items() if k.startswith("holdout_")
-    )
-    training.add(f"selected {escape(t.selected_candidate)}; holdout {metrics or NOT_RECORDED}")
-    packages = t.packages or {}
-    shown = ", ".join(f"{p} {packages[p]}" for p in KEY_PACKAGES if p in packages)
-    training.add(
-        f"Python {t.python}; {shown} ({len(packages)} packages recorded)"
-        if packages
-        else f"[yellow]package versions {NOT_RECORDED}[/yellow]"
-    )
-    root.add(
-        f"[bold]registered version[/bold] v{r.version}, {r.created_at}; aliases: {', '.join(r.aliases) or 'none'}"
-        f"  {escape(r.url)}"
-    )
-    decisions = root.add("[bold]gate decisions[/bold]")
-    for d in lineage.decisions:
-        colour = "green" if d.verdict == "promoted" else "red"
-        decisions.add(
-            f"[{colour}]{d.verdict}[/{colour}] {d.recorded_at} vs champion {escape(d.compared_with)} on"
-            f" {escape(d.eval_period)}: {escape('; '.join(d.reasons) or '-')}  {escape(d.run_url)}"
-        )
-    if not lineage.decisions:
-        decisions.add("[yellow]none recorded[/yellow]")
-    periods = root.add("[bold]champion[/bold]")
-    for p in lineage.champion_periods:
-        periods.add(
-            f"{p.start} → {p.end}  [dim]{escape(p.began_by)}{' / ' + escape(p.ended_by) if p.ended_by else ''}[/dim]"
-        )
-    if not lineage.champion_periods:
-        periods.add("never champion")
-    served = root.add("[bold]prediction-log partitions[/bold]")
-    for s in lineage.served:
-        arms = ", ".join(f"{arm} {n}" for arm, n in sorted(s.arms.items()))
-        served.add(f"{s.partition}: {s.rows} rows, {s.served_rows} returned ({arms})")
-    if not lineage.served:
-        served.add("none")
-    checked = root.add("[bold]checks[/bold]")
-    for c in lineage.checks:
-        checked.add(
-            f"{'[green]ok[/green]' if c.ok else '[red]FAILED[/red]'} {escape(c.what)}: {escape(c.detail)}"
-        )
-    if lineage.gaps:
-        gaps = root.add("[bold yellow]not recorded[/bold yellow]")
-        for g in lineage.gaps:
-            gaps.add(escape(g))
-    return root
-
-
-# -- reproduction: the recorded inputs back, and what differs -----------------------------
+# -- reproduction: the recorded snapshots back ----------------------------------------------
 
 
 def read_recorded_snapshots(
@@ -823,78 +565,3 @@ def read_recorded_snapshots(
             )
         loaded.append((snapshot, read_table(data, snapshot.uri)))
     return loaded
-
-
-@dataclass
-class MetricComparison:
-    name: str
-    recorded: float | None
-    reproduced: float | None
-
-    @property
-    def equal(self) -> bool:
-        if self.recorded is None or self.reproduced is None:
-            return False
-        both_nan = math.isnan(self.recorded) and math.isnan(self.reproduced)  # e.g. an undefined score
-        return both_nan or self.recorded == self.reproduced
-
-    @property
-    def difference(self) -> float | None:
-        if self.recorded is None or self.reproduced is None:
-            return None
-        return self.reproduced - self.recorded
-
-
-def compare_metrics(recorded: dict[str, float], reproduced: dict[str, float]) -> list[MetricComparison]:
-    """Every metric on either side, recorded against reproduced (exact equality is the test)."""
-
-    def plain(value: float | None) -> float | None:
-        return None if value is None else float(value)  # numpy scalars print as np.float64(...)
-
-    return [
-        MetricComparison(k, plain(recorded.get(k)), plain(reproduced.get(k)))
-        for k in sorted(set(recorded) | set(reproduced))
-    ]
-
-
-def package_changes(recorded: dict[str, str], current: dict[str, str]) -> dict[str, tuple[str, str]]:
-    """Packages whose version differs (or that exist on one side only), key packages first."""
-    names = sorted(set(recorded) | set(current), key=lambda n: (n not in KEY_PACKAGES, n))
-    return {
-        n: (recorded.get(n, "absent"), current.get(n, "absent"))
-        for n in names
-        if recorded.get(n) != current.get(n)
-    }
-
-
-def likely_causes(
-    recorded_env: dict[str, Any] | None,
-    current_env: dict[str, Any],
-    recorded_commit: str,
-    current_commit: str,
-) -> list[str]:
-    """Why a rebuild from the same bytes, config and seeds could compute something else."""
-    causes = []
-    if recorded_env is None:
-        causes.append(f"package versions at training time: {NOT_RECORDED}")
-    else:
-        changed = package_changes(recorded_env.get("packages", {}), current_env["packages"])
-        key = {n: v for n, v in changed.items() if n in KEY_PACKAGES}
-        if changed:
-            shown = ", ".join(f"{n} {old} → {new}" for n, (old, new) in list((key or changed).items())[:8])
-            causes.append(f"package versions differ ({len(changed)} packages): {shown}")
-        for what in ("python", "platform", "machine"):
-            if recorded_env.get(what) != current_env.get(what):
-                causes.append(f"{what} differs: {recorded_env.get(what)} → {current_env.get(what)}")
-    if recorded_commit != current_commit:
-        causes.append(f"code commit differs: {recorded_commit} → {current_commit}")
-    elif recorded_commit.endswith("-dirty"):
-        causes.append(
-            f"both runs had uncommitted changes on {recorded_commit.removesuffix('-dirty')}: the code may differ"
-        )
-    if not causes:
-        causes.append(
-            "same code, packages and platform: training is not deterministic here (an unseeded"
-            " random step or a thread count that changes floating-point sums)"
-        )
-    return causes

@@ -38,9 +38,10 @@ from mlops.config import (
     save_config,
 )
 from mlops.errors import LandingError
+from mlops.prediction_log import log_batch, log_schema
 from mlops.stack import client_settings
 from mlops.storage import Store, open_store, sha256_bytes
-from serving.predlog import PredictionLog, log_batch, log_schema
+from serving.predlog import PredictionLog
 
 pytestmark = pytest.mark.integration
 

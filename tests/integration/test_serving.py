@@ -29,11 +29,11 @@ from mlflow.exceptions import MlflowException
 
 from flows.training import TrainingRequest, training_pipeline
 from mlops.config import CandidateConfig, ProjectConfig, ServingConfig, save_config
+from mlops.prediction_log import read_prediction_log
 from mlops.stack import client_settings
 from mlops.storage import Store, open_store
 from serving.app import create_app
 from serving.compare import compare_logged_traffic
-from serving.predlog import read_prediction_log
 from serving.routing import RoutingPlan
 from serving.samples import feature_frame, to_records
 from tests.ports import free_port

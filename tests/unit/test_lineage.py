@@ -14,31 +14,33 @@ import pytest
 
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import ConfigError, LandingError
+from mlops.prediction_log import log_batch, log_schema
 from mlops.storage import LocalStore
 from mlops.tracking import ModelVersionInfo, RunRecord
-from serving.predlog import PredictionLog, log_batch, log_schema
+from serving.predlog import PredictionLog
 from tasks.features import fingerprint_inputs
 from tasks.ingest import snapshot_file
 from tasks.lineage import (
-    NOT_RECORDED,
     ChampionEvent,
     DecisionLink,
     RecordedFacts,
     assemble_lineage,
     champion_periods,
-    compare_metrics,
-    config_from_record,
-    config_record,
-    environment_record,
-    likely_causes,
-    lineage_markdown,
-    lineage_tree,
-    package_changes,
     parse_model_ref,
     read_recorded_snapshots,
     served_partitions,
     snapshot_status,
 )
+from tasks.lineage_records import (
+    NOT_RECORDED,
+    compare_metrics,
+    config_from_record,
+    config_record,
+    environment_record,
+    likely_causes,
+    package_changes,
+)
+from tasks.lineage_render import lineage_markdown, lineage_tree
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from mlops.prediction_log import log_batch, log_files, log_schema, read_prediction_log
 from mlops.storage import LocalStore
-from serving.predlog import PredictionLog, log_batch, log_files, log_schema, read_prediction_log
+from serving.predlog import PredictionLog
 
 NUMERIC, CATEGORICAL = ["distance", "temp"], ["carrier"]
 SCHEMA = log_schema(NUMERIC, CATEGORICAL)

@@ -1,0 +1,190 @@
+"""The prediction log's format: its columns, its partitions, and how it is written and read.
+
+The prediction service writes the log (through `serving.predlog`'s buffered writer); the
+monitoring flow, lineage and `mlops compare` read it. All of them go through this module,
+the only one that knows the layout:
+
+`<serving.prediction_log_uri>/date=YYYY-MM-DD/<uuid>.parquet`, partitioned by the UTC date
+of the request. Each file holds one flush of one server process, so several workers never
+write the same file. Columns, in this order:
+
+- every feature column, typed as in training (numeric float64, categorical string)
+- `key`: the record's key when the client sent one (the join key for labels), else null
+- `request_id`, `timestamp` (UTC, when the request arrived)
+- `model_name`, `model_version`, `arm` (champion / challenger), `mode` (none / shadow /
+  canary / ab), `served` (false for a shadow score: logged, never returned)
+- `score` (probability of the positive class), `predicted_label` (0/1 at the training
+  threshold: the service's answer, not the truth; true labels arrive later, see
+  `serving.compare`, joined on `key`)
+
+One optional column, `label` (`LABEL`): the true 0/1 outcome. The service never writes it;
+only a labelled log has it (one made by hand, as the tests do). The monitoring flow uses it
+when present and otherwise reports no label drift and no quality figures. Joining the
+ground truth to the log is left to a later change.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mlops.errors import BadBatchError
+from mlops.storage import Store
+
+KEY = "key"
+REQUEST_ID = "request_id"
+TIMESTAMP = "timestamp"
+MODEL_NAME = "model_name"
+MODEL_VERSION = "model_version"
+ARM = "arm"
+MODE = "mode"
+SERVED = "served"
+SCORE = "score"
+PREDICTED_LABEL = "predicted_label"
+# The columns the service writes after the features, in order, with their types.
+META_FIELDS = (
+    pa.field(KEY, pa.string()),
+    pa.field(REQUEST_ID, pa.string()),
+    pa.field(TIMESTAMP, pa.timestamp("us", tz="UTC")),
+    pa.field(MODEL_NAME, pa.string()),
+    pa.field(MODEL_VERSION, pa.string()),
+    pa.field(ARM, pa.string()),
+    pa.field(MODE, pa.string()),
+    pa.field(SERVED, pa.bool_()),
+    pa.field(SCORE, pa.float64()),
+    pa.field(PREDICTED_LABEL, pa.int8()),
+)
+META_COLUMNS = [f.name for f in META_FIELDS]
+# Optional: the true outcome (0/1, null while unknown). Only a labelled log has it; the
+# service never writes it (see the module docstring).
+LABEL = "label"
+
+PARTITION = "date={day}"
+PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/[^/]+\.parquet$")
+
+
+def log_schema(numeric: Sequence[str], categorical: Sequence[str]) -> pa.Schema:
+    """The schema of a log whose features are these columns."""
+    fields = [pa.field(c, pa.float64()) for c in numeric]
+    fields += [pa.field(c, pa.string()) for c in categorical]
+    return pa.schema([*fields, *META_FIELDS])
+
+
+def log_batch(
+    schema: pa.Schema,
+    columns: dict[str, np.ndarray],
+    keys: Sequence[str | None],
+    request_ids: np.ndarray,
+    timestamps: np.ndarray,
+    model_name: str,
+    model_version: str,
+    arm: str,
+    mode: str,
+    served: bool,
+    scores: np.ndarray,
+    labels: np.ndarray,
+) -> pa.RecordBatch:
+    """One scored chunk as a record batch of the log's schema (`labels`: the predicted ones)."""
+    n = len(scores)
+    arrays: list[pa.Array] = []
+    for name in schema.names:
+        if name in columns:
+            # from_pandas: a NaN in an object column (a missing category) becomes a null.
+            arrays.append(pa.array(columns[name], type=schema.field(name).type, from_pandas=True))
+    arrays += [
+        pa.array(keys, type=pa.string()),
+        pa.array(request_ids, type=pa.string()),
+        pa.array(timestamps, type=pa.timestamp("us", tz="UTC")),
+        pa.repeat(pa.scalar(model_name, pa.string()), n),
+        pa.repeat(pa.scalar(model_version, pa.string()), n),
+        pa.repeat(pa.scalar(arm, pa.string()), n),
+        pa.repeat(pa.scalar(mode, pa.string()), n),
+        pa.repeat(pa.scalar(served, pa.bool_()), n),
+        pa.array(scores, type=pa.float64()),
+        pa.array(labels, type=pa.int8()),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def partition_name(day: date) -> str:
+    """`date=YYYY-MM-DD`: the folder of one UTC day's files."""
+    return PARTITION.format(day=day.isoformat())
+
+
+def partition_date(key: str) -> date | None:
+    """The UTC day of a log file's key; None for a key that is not a log file."""
+    match = PARTITION_RE.match(key)
+    return date.fromisoformat(match.group(1)) if match else None
+
+
+def write_partitions(store: Store, table: pa.Table) -> list[str]:
+    """Write rows of the log's schema as one new file per UTC date; returns the URIs written."""
+    bounds = pc.min_max(table[TIMESTAMP]).as_py()
+    if bounds["min"].date() == bounds["max"].date():  # the usual case: no per-row work
+        parts = [(bounds["min"].date(), table)]
+    else:
+        days = pc.strftime(table[TIMESTAMP], format="%Y-%m-%d")
+        parts = [
+            (date.fromisoformat(day), table.filter(pc.equal(days, day)))
+            for day in pc.unique(days).to_pylist()
+        ]
+    written = []
+    for day, part in parts:
+        buffer = io.BytesIO()
+        # The cheapest write measured: 2.4 ms per 20,000 rows against 7.3 ms with the
+        # defaults (dictionaries, statistics, zstd), for files about twice the size. The
+        # writer shares two cores with the requests, and partitions are by date anyway.
+        pq.write_table(part, buffer, compression="lz4", use_dictionary=False, write_statistics=False)
+        key = f"{partition_name(day)}/{uuid.uuid4().hex}.parquet"
+        written.append(store.write_bytes(key, buffer.getvalue()))
+    return written
+
+
+def log_files(store: Store, since: date | None = None, until: date | None = None) -> list[str]:
+    """Keys of the log's files whose partition date is within [since, until] (UTC, inclusive).
+    With both bounds, only those days' partitions are listed, not the whole log."""
+    if since is not None and until is not None:
+        listed = []
+        day = since
+        while day <= until:
+            listed += store.list(f"{partition_name(day)}/")
+            day += timedelta(days=1)
+    else:
+        listed = store.list()
+    keys = []
+    for key in listed:
+        day = partition_date(key)
+        if day is None:
+            continue
+        if (since is None or day >= since) and (until is None or day <= until):
+            keys.append(key)
+    return keys
+
+
+def read_log_file(store: Store, key: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """One file of the log (optionally some columns only), refused by name when unreadable."""
+    data = store.read_bytes(key)
+    try:
+        return pq.read_table(io.BytesIO(data), columns=None if columns is None else list(columns))
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise BadBatchError(f"prediction log file {store.uri_for(key)} is unreadable ({exc})") from None
+
+
+def read_prediction_log(store: Store, since: date | None = None, until: date | None = None) -> pd.DataFrame:
+    """The logged predictions of [since, until] (UTC dates) as one frame; empty if none.
+    Files written with other feature columns (an older config) are read too: a column a
+    file lacks is null in its rows."""
+    tables = [read_log_file(store, key) for key in log_files(store, since, until)]
+    if not tables:
+        return pd.DataFrame(columns=META_COLUMNS)
+    table = pa.concat_tables(tables, promote_options="permissive")
+    return table.to_pandas().reset_index(drop=True)
