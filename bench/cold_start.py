@@ -38,7 +38,7 @@ def _mlops(config: Path, *args: str) -> float:
     started = time.perf_counter()
     code = (
         "import sys; from pathlib import Path; from mlops.config import load_config;"
-        " from mlops.stack import start_stack;"
+        " from app.stack import start_stack;"
         f" start_stack(load_config(sys.argv[1]), timeout={TIMEOUT}, config_file=Path(sys.argv[1]))"
     )
     command = (
@@ -74,10 +74,10 @@ def first_task(workdir: Path) -> dict[str, float]:
     from prefect.client.schemas.sorting import TaskRunSort
     from prefect.deployments import run_deployment
 
+    from app.seed import seed_landing
     from flows.training import TrainingRequest
+    from mlops.clients import client_settings
     from mlops.config import load_config
-    from mlops.seed import seed_landing
-    from mlops.stack import client_settings
     from mlops.storage import open_store
 
     path = isolated_config(workdir, workdir / "landing", serve_deployments=True)

@@ -40,8 +40,8 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.seed import load_source  # noqa: E402
 from mlops.config import ProjectConfig, load_config  # noqa: E402
-from mlops.seed import load_source  # noqa: E402
 from tasks.drift import (  # noqa: E402
     column_threshold,
     drift_metrics,

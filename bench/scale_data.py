@@ -91,8 +91,8 @@ def scaled_suites(source_dir: Path, out_dir: Path, largest_month: int, copies: i
 def generate(rows: int, out: Path, seed: int = 0, config_path: Path = ROOT / "mlops.yaml") -> dict[str, Any]:
     """Write a landing zone of `rows` flights (plus weather and planes) and scaled suites
     under `out`; return what was written."""
+    from app.seed import load_source, to_parquet_bytes
     from mlops.config import load_config
-    from mlops.seed import load_source, to_parquet_bytes
     from mlops.storage import open_store
 
     config = load_config(config_path)

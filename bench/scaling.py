@@ -47,8 +47,8 @@ SEED = 0
 
 def _train(config_path: str) -> dict[str, Any]:
     from flows.training import TrainingRequest, training_pipeline
+    from mlops.clients import client_settings
     from mlops.config import load_config
-    from mlops.stack import client_settings
 
     with client_settings(load_config(config_path)):
         outcome = training_pipeline(
@@ -59,8 +59,8 @@ def _train(config_path: str) -> dict[str, Any]:
 
 def _monitor(config_path: str) -> dict[str, Any]:
     from flows.monitoring import MonitoringRequest, monitoring
+    from mlops.clients import client_settings
     from mlops.config import load_config
-    from mlops.stack import client_settings
 
     with client_settings(load_config(config_path)):
         outcome = monitoring(
@@ -108,9 +108,9 @@ def _run_step(step: str, config_path: Path, log: Path) -> dict[str, Any]:
 
 
 def run_size(rows: int, workdir: Path, max_train_rows: int) -> dict[str, Any]:
+    from app.stack import start_stack, stop_stack
     from bench.scale_data import generate
     from mlops.config import load_config
-    from mlops.stack import start_stack, stop_stack
 
     started = time.perf_counter()
     data = generate(rows, workdir / "data", SEED)

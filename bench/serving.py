@@ -65,10 +65,11 @@ def prepare(workdir: Path, sample: float) -> tuple[Any, str]:
     """A stack, a seeded landing zone and a trained champion in `workdir` (reused if there)."""
     from mlflow import MlflowClient
 
+    from app.seed import seed_landing
+    from app.stack import start_stack
     from flows.training import TrainingRequest, training_pipeline
+    from mlops.clients import client_settings
     from mlops.config import load_config, save_config
-    from mlops.seed import seed_landing
-    from mlops.stack import client_settings, start_stack
     from mlops.storage import open_store
     from tests.ports import free_ports
 
@@ -319,7 +320,7 @@ def start_both(
     print(
         f"starting mlops serve ({workers} worker(s)) and mlflow models serve ({mlflow_workers})…", flush=True
     )
-    ours = [sys.executable, "-m", "mlops.cli", "--config", str(workdir / "mlops.yaml"), "serve"]
+    ours = [sys.executable, "-m", "app.cli", "--config", str(workdir / "mlops.yaml"), "serve"]
     ours += ["--port", str(ours_port), "--workers", str(workers)]
     theirs = [str(Path(sys.executable).parent / "mlflow"), "models", "serve"]
     theirs += ["-m", f"models:/{config.registry.model_name}/{version}", "--env-manager", "local"]
@@ -470,7 +471,7 @@ def main() -> None:
 
     exit_on_sigterm()
 
-    from mlops.stack import stop_stack
+    from app.stack import stop_stack
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -88,8 +88,9 @@ def main() -> None:
 
     exit_on_sigterm()
 
+    from app.stack import start_stack, stop_stack
+    from mlops.clients import client_settings
     from mlops.config import load_config
-    from mlops.stack import client_settings, start_stack, stop_stack
 
     with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
         config = load_config(isolated_config(Path(tmp), Path(tmp) / "landing"))

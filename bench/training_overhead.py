@@ -89,8 +89,8 @@ def bare_pipeline(config_path: str, start: str, end: str) -> dict:
 
 def orchestrated_pipeline(config_path: str, start: str, end: str) -> dict:
     from flows.training import TrainingRequest, training_pipeline
+    from mlops.clients import client_settings
     from mlops.config import load_config
-    from mlops.stack import client_settings
 
     with client_settings(load_config(config_path)):
         outcome = training_pipeline(TrainingRequest(start=start, end=end, config_path=config_path))
@@ -145,11 +145,11 @@ def main() -> None:
         _child(args.child, args.config, args.start, args.end)
         return
 
+    from app.seed import seed_landing
+    from app.stack import start_stack, stop_stack
     from bench.common import isolated_config, machine_line, write_result
     from mlops.config import load_config
     from mlops.periods import period_range
-    from mlops.seed import seed_landing
-    from mlops.stack import start_stack, stop_stack
     from mlops.storage import open_store
 
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:

@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from mlops.seed import load_source
+    from app.seed import load_source
 
     flights = load_source("flights")
     if args.sample < 1:

@@ -108,7 +108,7 @@ def serve_deployments(config_path: Path) -> None:
 
     from prefect import serve
 
-    from mlops.stack import client_settings
+    from mlops.clients import client_settings
 
     deployments = build_deployments(config, str(config_path))
     with client_settings(config):

@@ -31,7 +31,7 @@ from flows.stages import (
 )
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import BadBatchError, ConfigError
-from mlops.names import CHALLENGER, CHAMPION
+from mlops.names import CHALLENGER, CHAMPION, PERIODS_TAG
 from mlops.periods import PERIOD_PATTERN, period_start
 from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
@@ -341,7 +341,7 @@ def record(
             judgement.snapshot,
         )
         outcome.evidently_url = f"{config.stack.evidently_url}/projects/{project_id}/reports/{snapshot_id}"
-    lineage_periods = model.tags.get("periods", "")
+    lineage_periods = model.tags.get(PERIODS_TAG, "")
     run_id = tracker.record_run(
         run_name=f"{outcome.batch.split('@')[0]} vs v{model.version}",
         tags={

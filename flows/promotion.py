@@ -50,7 +50,7 @@ from flows.stages import (
 )
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import PromotionError
-from mlops.names import CHALLENGER, CHAMPION, PREVIOUS
+from mlops.names import CHALLENGER, CHAMPION, DECISION_FILE, PERIODS_TAG, PREVIOUS, VALIDATION_TAG
 from mlops.periods import period_range
 from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
@@ -249,7 +249,7 @@ def evaluate(
     assert eval_period is not None
     require_unseen(
         eval_period,
-        {v.version: v.tags.get("periods") for v in (challenger, champion) if v is not None},
+        {v.version: v.tags.get(PERIODS_TAG) for v in (challenger, champion) if v is not None},
     )
     # Loads while the data is prepared and the models score; times the model once they are done.
     probe = ModelProbe(
@@ -273,7 +273,7 @@ def run_gates(
     settings = config.promotion
     champion_version = champion.version if champion else None
     seconds: dict[str, float] = {}
-    gates = [data_gate(challenger.tags.get("validation"))]
+    gates = [data_gate(challenger.tags.get(VALIDATION_TAG))]
 
     started = time.perf_counter()
     X, y = load_eval_data(config, eval_period)
@@ -508,7 +508,7 @@ def record(
         },
         params={"eval_period": decision.eval_period, "eval_rows": decision.eval_rows},
         metrics=decision_metrics(evaluation),
-        documents={"promotion/decision.json": decision_document(decision, evaluation, answer, config)},
+        documents={DECISION_FILE: decision_document(decision, evaluation, answer, config)},
     )
     decision.mlflow_run_url = tracker.run_url(decision.mlflow_run_id)
     # A run that found its challenger already promoted leaves that version's record alone.
@@ -598,7 +598,7 @@ def promotion(request: PromotionRequest = PromotionRequest()) -> PromotionDecisi
     name = config.registry.model_name
     challenger = resolve_challenger(tracker, name, request.challenger_version)
     eval_period = request.eval_period or default_eval_period(
-        challenger.version, challenger.tags.get("periods")
+        challenger.version, challenger.tags.get(PERIODS_TAG)
     )
     period_range(eval_period, eval_period)  # a malformed month fails here, naming itself
     require_approval = (

@@ -26,14 +26,12 @@ from flows.runners import stage_runner, submit
 from flows.stages import batch_fingerprint, build_features_uncached, prefect_run_url, train_candidate_uncached
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import ConfigError, TrainingError
+from mlops.names import CONFIG_FILE, INPUTS_FILE, PACKAGES_FILE, TRAINING_FINGERPRINT_TAG
 from mlops.storage import Stores
 from mlops.tracking import RunRecord, Tracker, code_version
 from tasks.features import time_split
 from tasks.lineage import read_recorded_snapshots, resolve_version
 from tasks.lineage_records import (
-    CONFIG_FILE,
-    INPUTS_FILE,
-    PACKAGES_FILE,
     MetricComparison,
     compare_metrics,
     config_from_record,
@@ -195,7 +193,7 @@ def reproduce(request: ReproduceRequest) -> ReproductionOutcome:
         )
     config, config_source = trained_config(current, tracker, run)
     stores = Stores.from_config(config)
-    recorded_fingerprint = version.tags.get("training_fingerprint") or run.params.get(
+    recorded_fingerprint = version.tags.get(TRAINING_FINGERPRINT_TAG) or run.params.get(
         "training_fingerprint", ""
     )
     logger.info(

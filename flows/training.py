@@ -35,19 +35,23 @@ from flows.stages import (
 )
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import BadBatchError
+from mlops.names import (
+    CONFIG_FILE,
+    INPUTS_FILE,
+    PACKAGES_FILE,
+    PERIODS_TAG,
+    SNAPSHOTS_TAG,
+    TRAINING_FINGERPRINT_TAG,
+    TRAINING_FRAME_SUMMARY_FILE,
+    TRAINING_FRAME_VALIDATION_FILE,
+    VALIDATION_SUMMARY_FILE,
+    VALIDATION_TAG,
+)
 from mlops.periods import PERIOD_PATTERN, period_range
 from mlops.storage import Stores
 from mlops.tracking import RegisteredVersion, Tracker, code_version
 from tasks.features import Split, TrainingFrame, time_split
-from tasks.lineage_records import (
-    CONFIG_FILE,
-    PACKAGES_FILE,
-    TRAINING_FRAME_SUMMARY_FILE,
-    VALIDATION_SUMMARY_FILE,
-    config_record,
-    environment_record,
-    validation_record,
-)
+from tasks.lineage_records import config_record, environment_record, validation_record
 from tasks.train import CandidateResult, select_best
 from tasks.validate import ValidationReport, load_suite_json, render_data_docs
 
@@ -122,7 +126,7 @@ def record_inputs(tracker: Tracker, batches: dict[str, Batch], holdout: list[str
         name = batch.name.split("@")[0]
         tracker.log_dataset(batch.frame, name, batch.snapshot.source_uri, batch.snapshot.sha256, context)
         inputs.append({"name": name, "context": context, **asdict(batch.snapshot)})
-    tracker.log_json(inputs, "lineage/inputs.json")
+    tracker.log_json(inputs, INPUTS_FILE)
 
 
 def record_validation(tracker: Tracker, reports: list[ValidationReport]) -> None:
@@ -136,7 +140,7 @@ def record_validation(tracker: Tracker, reports: list[ValidationReport]) -> None
     with tempfile.TemporaryDirectory() as site:
         if any(render_data_docs(report, Path(site)) for report in reports):
             tracker.log_dir(Path(site), "validation/data_docs")
-    tracker.set_tags({"validation": "passed" if all(r.success for r in reports) else "failed"})
+    tracker.set_tags({VALIDATION_TAG: "passed" if all(r.success for r in reports) else "failed"})
 
 
 def record_candidates(
@@ -155,7 +159,7 @@ def record_candidates(
             },
             plots=r.evaluation.plots,
             extra={"permutation_importance.json": r.evaluation.importance},
-            tags={"candidate": r.name, "training_fingerprint": fingerprint},
+            tags={"candidate": r.name, TRAINING_FINGERPRINT_TAG: fingerprint},
         )
 
 
@@ -175,10 +179,10 @@ def register_best(
     headline = best.evaluation.metrics
     tags = {
         **run_tags,
-        "training_fingerprint": split.fingerprint,
-        "validation": "passed",
+        TRAINING_FINGERPRINT_TAG: split.fingerprint,
+        VALIDATION_TAG: "passed",
         "candidate": best.name,
-        "snapshots": json.dumps({b.name.split("@")[0]: b.snapshot.sha256 for b in batches.values()}),
+        SNAPSHOTS_TAG: json.dumps({b.name.split("@")[0]: b.snapshot.sha256 for b in batches.values()}),
         **{f"holdout_{k}": f"{v:.6f}" for k, v in headline.items()},
     }
     description = (
@@ -219,7 +223,7 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
     tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)  # fails fast if down
     run_tags = {
         "pipeline": "training",
-        "periods": f"{periods[0]}..{periods[-1]}",
+        PERIODS_TAG: f"{periods[0]}..{periods[-1]}",
         "config_hash": config.fingerprint,
         "git_commit": code_version(config.root),
         "prefect_flow_run_id": str(runtime.flow_run.id or ""),
@@ -252,9 +256,9 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
         fingerprint = batch_fingerprint(config, [b.snapshot.sha256 for b in batches.values()])
         training, split, training_report = prepare_split(config, batches, periods, fingerprint)
         if training_report:
-            tracker.log_json(training_report.result, "validation/training-frame.json")
+            tracker.log_json(training_report.result, TRAINING_FRAME_VALIDATION_FILE)
             tracker.log_json(
-                validation_record(training_report, "validation/training-frame.json"),
+                validation_record(training_report, TRAINING_FRAME_VALIDATION_FILE),
                 TRAINING_FRAME_SUMMARY_FILE,
             )
         tracker.log_params(

@@ -9,3 +9,19 @@ from __future__ import annotations
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous"
+
+# -- artifact files of a run ---------------------------------------------------------------
+INPUTS_FILE = "lineage/inputs.json"  # every snapshot a training run read: URI, sha256, size, rows
+PACKAGES_FILE = "environment/packages.json"
+CONFIG_FILE = "config/resolved.json"  # what `mlops reproduce` rebuilds from
+VALIDATION_SUMMARY_FILE = "validation/summary.json"
+TRAINING_FRAME_VALIDATION_FILE = "validation/training-frame.json"
+TRAINING_FRAME_SUMMARY_FILE = "validation/training-frame-summary.json"
+DECISION_FILE = "promotion/decision.json"  # a promotion run's whole decision
+
+# -- version tags that code reads back (and people filter on) ------------------------------
+SNAPSHOTS_TAG = "snapshots"  # JSON: "<table>/<period or static>" -> sha256 of the landed file
+TRAINING_FINGERPRINT_TAG = "training_fingerprint"  # the data and config a version was fit on
+PERIODS_TAG = "periods"  # "first..last" period of its training data, holdout included
+VALIDATION_TAG = "validation"  # "passed" | "failed"
+PROMOTION_TAG = "promotion"  # the latest decision: promoted | rejected | rolled_back

@@ -20,7 +20,7 @@ import httpx
 import pandas as pd
 
 from mlops.errors import ServiceUnavailableError
-from mlops.names import CHALLENGER
+from mlops.names import CHALLENGER, TRAINING_FINGERPRINT_TAG
 
 # Every type a registered model may contain beyond skops' defaults. skops refuses to load
 # anything else, so a tampered artifact cannot smuggle in code.
@@ -180,7 +180,7 @@ class Tracker:
 
         try:
             found = self.client.search_model_versions(
-                f"name = '{model_name}' and tags.training_fingerprint = '{fingerprint}'"
+                f"name = '{model_name}' and tags.{TRAINING_FINGERPRINT_TAG} = '{fingerprint}'"
             )
         except MlflowException:
             return None

@@ -25,6 +25,7 @@ import pandas as pd
 from mlops import prediction_log
 from mlops.config import MonitoringConfig, ProjectConfig, TableSpec
 from mlops.errors import BadBatchError, ConfigError, LandingError
+from mlops.names import SNAPSHOTS_TAG, TRAINING_FINGERPRINT_TAG
 from mlops.periods import PERIOD_BODY, shift_period
 from mlops.storage import Store
 from tasks.evaluate import classification_metrics
@@ -55,7 +56,7 @@ class Lineage:
     @classmethod
     def from_tags(cls, tags: dict[str, str], batch_table: str, version: str) -> Lineage:
         try:
-            snapshots = json.loads(tags["snapshots"])
+            snapshots = json.loads(tags[SNAPSHOTS_TAG])
         except (KeyError, json.JSONDecodeError):
             raise ConfigError(
                 f"model version {version} has no readable `snapshots` tag, so the data it was trained"
@@ -64,7 +65,7 @@ class Lineage:
         periods = sorted(name.split("/", 1)[1] for name in snapshots if name.startswith(f"{batch_table}/"))
         if not periods:
             raise ConfigError(f"model version {version}: its `snapshots` tag names no {batch_table} month")
-        return cls(snapshots, periods, tags.get("training_fingerprint", ""))
+        return cls(snapshots, periods, tags.get(TRAINING_FINGERPRINT_TAG, ""))
 
 
 def find_snapshot(store: Store, table: str, sha256: str) -> Snapshot:

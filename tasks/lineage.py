@@ -27,7 +27,18 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mlops.errors import ConfigError, LandingError
-from mlops.names import CHAMPION
+from mlops.names import (
+    CHAMPION,
+    CONFIG_FILE,
+    DECISION_FILE,
+    INPUTS_FILE,
+    PACKAGES_FILE,
+    SNAPSHOTS_TAG,
+    TRAINING_FINGERPRINT_TAG,
+    TRAINING_FRAME_SUMMARY_FILE,
+    VALIDATION_SUMMARY_FILE,
+    VALIDATION_TAG,
+)
 from mlops.prediction_log import (
     ARM,
     MODEL_NAME,
@@ -41,14 +52,7 @@ from mlops.prediction_log import (
 from mlops.storage import Store, sha256_bytes
 from tasks.features import fingerprint_inputs
 from tasks.ingest import Snapshot, read_table
-from tasks.lineage_records import (
-    CONFIG_FILE,
-    INPUTS_FILE,
-    NOT_RECORDED,
-    PACKAGES_FILE,
-    TRAINING_FRAME_SUMMARY_FILE,
-    VALIDATION_SUMMARY_FILE,
-)
+from tasks.lineage_records import NOT_RECORDED
 
 if TYPE_CHECKING:
     from mlops.tracking import ModelVersionInfo, RunRecord, Tracker
@@ -308,7 +312,7 @@ def assemble_lineage(facts: RecordedFacts) -> Lineage:
     if facts.inputs is None:
         gaps.append(f"landing files and snapshots: {INPUTS_FILE} {NOT_RECORDED} on run {run.run_id}")
     else:
-        recorded = json.loads(tags["snapshots"]) if "snapshots" in tags else None
+        recorded = json.loads(tags[SNAPSHOTS_TAG]) if SNAPSHOTS_TAG in tags else None
         ingested = {i.name: i.sha256 for i in inputs}
         if recorded is None:
             gaps.append("the version's `snapshots` tag is not recorded")
@@ -324,7 +328,7 @@ def assemble_lineage(facts: RecordedFacts) -> Lineage:
                 )
             )
         config_hash = tags.get("config_hash") or run.tags.get("config_hash")
-        fingerprint = tags.get("training_fingerprint")
+        fingerprint = tags.get(TRAINING_FINGERPRINT_TAG)
         if config_hash and fingerprint:
             expected = fingerprint_inputs(config_hash, *sorted(ingested.values()))
             checks.append(
@@ -389,7 +393,7 @@ def assemble_lineage(facts: RecordedFacts) -> Lineage:
         prefect_run_url=run.tags.get("prefect_flow_run_url") or NOT_RECORDED,
         git_commit=run.tags.get("git_commit") or tags.get("git_commit") or NOT_RECORDED,
         config_hash=run.tags.get("config_hash") or tags.get("config_hash") or NOT_RECORDED,
-        training_fingerprint=tags.get("training_fingerprint")
+        training_fingerprint=tags.get(TRAINING_FINGERPRINT_TAG)
         or run.params.get("training_fingerprint")
         or NOT_RECORDED,
         selected_candidate=run.tags.get("selected_candidate") or tags.get("candidate") or NOT_RECORDED,
@@ -412,7 +416,7 @@ def assemble_lineage(facts: RecordedFacts) -> Lineage:
         aliases=sorted(version.aliases),
         description=version.description,
         url=facts.version_url,
-        validation=tags.get("validation", NOT_RECORDED),
+        validation=tags.get(VALIDATION_TAG, NOT_RECORDED),
         holdout_metrics={k: v for k, v in sorted(tags.items()) if k.startswith("holdout_")},
     )
     if not facts.decisions:
@@ -460,7 +464,7 @@ def decision_links(tracker: Tracker, model_name: str, version: str) -> list[Deci
         f"tags.pipeline = 'promotion' and tags.model_name = '{model_name}'"
         f" and tags.challenger_version = '{version}'"
     ):
-        document = tracker.read_json(run.run_id, "promotion/decision.json") or {}
+        document = tracker.read_json(run.run_id, DECISION_FILE) or {}
         links.append(
             DecisionLink(
                 verdict=run.tags.get("promotion", NOT_RECORDED),

@@ -32,11 +32,6 @@ if TYPE_CHECKING:
     from tasks.validate import ValidationReport
 
 NOT_RECORDED = "not recorded"
-INPUTS_FILE = "lineage/inputs.json"
-PACKAGES_FILE = "environment/packages.json"
-CONFIG_FILE = "config/resolved.json"
-VALIDATION_SUMMARY_FILE = "validation/summary.json"
-TRAINING_FRAME_SUMMARY_FILE = "validation/training-frame-summary.json"
 # The packages whose versions change what a fit computes; shown first when they differ.
 KEY_PACKAGES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "threadpoolctl", "joblib")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from app.stack import StackInfo, start_stack, stop_stack
 from mlops.config import ProjectConfig, load_config
-from mlops.stack import StackInfo, start_stack, stop_stack
 from mlops.storage import Store, open_store
 from tests.ports import PortHolder, free_port, port_settings, with_free_ports
 
@@ -125,7 +125,7 @@ def stack(stack_config: ProjectConfig) -> Iterator[StackInfo]:
 @pytest.fixture(scope="session")
 def sampled_landing(stack_config: ProjectConfig) -> Store:
     """The session's landing store, seeded with ~8% of 2013-01..2013-06 plus weather and planes."""
-    from mlops.seed import seed_landing
+    from app.seed import seed_landing
 
     store = open_store(stack_config.store_uri(stack_config.data.landing_uri), stack_config.data.s3)
     seed_landing(stack_config, store, SAMPLED_PERIODS, sample_fraction=SAMPLE_FRACTION, seed=0)

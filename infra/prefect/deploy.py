@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from flows.deployments import build_deployments
+from mlops.clients import client_settings
 from mlops.config import load_config
 from mlops.errors import ConfigError, MlopsError
-from mlops.stack import client_settings
 
 DEFAULT_POOL = "mlops-process"
 

@@ -29,9 +29,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from app.seed import FLIGHTS, load_source, to_parquet_bytes
 from flows.stages import Batch, quarantine_failed
 from mlops.errors import BadBatchError
-from mlops.seed import FLIGHTS, load_source, to_parquet_bytes
 from mlops.storage import LocalStore, Stores
 from tasks.ingest import Snapshot, ingest_file
 from tasks.validate import FailedExpectation, ValidationReport, load_suite_json, validate_frame

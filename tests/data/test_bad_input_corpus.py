@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from flows.training import TrainingRequest, training_pipeline
+from mlops.clients import client_settings
 from mlops.config import ProjectConfig, save_config
-from mlops.stack import client_settings
 from mlops.storage import Store, Stores, open_store
 from tasks.ingest import read_table
 from tasks.validate import load_suite_json

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from app.production import ADMIN_PASSWORD_ENV, CLIENT_PASSWORD_ENV, CLIENT_USERNAME_ENV
+from app.stack import StackInfo, start_stack, stop_stack
 from mlops.config import ProjectConfig, load_config, save_config
-from mlops.production import ADMIN_PASSWORD_ENV, CLIENT_PASSWORD_ENV, CLIENT_USERNAME_ENV
-from mlops.stack import StackInfo, start_stack, stop_stack
 from mlops.storage import Store, open_store
 from tests.conftest import REPO_ROOT, SAMPLE_FRACTION
 from tests.ports import free_ports, with_free_ports
@@ -241,7 +241,7 @@ def s3_buckets(production_config: ProjectConfig, moto_s3: str) -> None:
 @pytest.fixture(scope="module")
 def s3_landing(production_config: ProjectConfig, s3_buckets: None) -> Store:
     """The landing zone on S3, seeded with the 8% sample of January-July."""
-    from mlops.seed import seed_landing
+    from app.seed import seed_landing
 
     store = open_store(production_config.data.landing_uri, production_config.data.s3)
     seed_landing(production_config, store, E2E_PERIODS, sample_fraction=SAMPLE_FRACTION, seed=0)

@@ -11,16 +11,16 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mlops.cli import app
-from mlops.config import ProductionStackConfig, ProjectConfig, load_config, save_config
-from mlops.errors import ConfigError, ServiceUnavailableError
-from mlops.production import (
+from app.cli import app
+from app.production import (
     ADMIN_PASSWORD_ENV,
     check_admin_password,
     check_artifact_bucket,
     ensure_databases,
     with_profile,
 )
+from mlops.config import ProductionStackConfig, ProjectConfig, load_config, save_config
+from mlops.errors import ConfigError, ServiceUnavailableError
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import Postgres, drop_databases
 from tests.ports import free_port, with_free_ports

@@ -21,8 +21,9 @@ from mlflow import MlflowClient
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
+from app.stack import DEPLOYMENTS, MLFLOW, PREFECT, StackInfo, stack_status
+from mlops.clients import client_settings
 from mlops.config import ProjectConfig
-from mlops.stack import DEPLOYMENTS, MLFLOW, PREFECT, StackInfo, client_settings, stack_status
 from mlops.storage import Store
 from serving.samples import sample_records
 from tests.conftest import wait_final
@@ -166,7 +167,7 @@ def prediction_service(
 ) -> Iterator[str]:
     """`mlops serve` in a process of its own, authenticated by the environment."""
     port = production_config.serving.port
-    command = [sys.executable, "-m", "mlops.cli", "--config", str(production_config_file), "serve"]
+    command = [sys.executable, "-m", "app.cli", "--config", str(production_config_file), "serve"]
     command += ["--port", str(port)]
     service = subprocess.Popen(
         command, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT

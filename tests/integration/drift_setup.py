@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from app.seed import seed_landing
 from mlops.config import (
     CandidateConfig,
     OperationalGateConfig,
@@ -17,7 +18,6 @@ from mlops.config import (
     QualityGateConfig,
     save_config,
 )
-from mlops.seed import seed_landing
 from mlops.storage import Store, open_store
 
 SAMPLE_FRACTION = 0.08  # ~2,200 flights a month

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.seed import load_source
 from bench.common import loglog_slope
 from bench.scale_data import generate, scale_month, scaled_suites
-from mlops.seed import load_source
 from tasks.validate import load_suite_json, validate_frame
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

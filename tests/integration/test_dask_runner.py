@@ -22,8 +22,8 @@ from flows.promotion import evaluate_slices
 from flows.runners import stage_runner, submit
 from flows.stages import build_features
 from flows.training import train_candidates
+from mlops.clients import client_settings
 from mlops.config import CandidateConfig, ComputeConfig, DaskConfig, ProjectConfig
-from mlops.stack import client_settings
 from mlops.storage import Store
 from tasks.features import Split, fingerprint_inputs, time_split
 from tasks.gates import positive_proba, slice_gates

@@ -23,11 +23,12 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.deployments import run_deployment
 
+from app.stack import DEPLOYMENTS, EVIDENTLY, SERVE, stack_status, start_stack, stop_stack
 from flows.monitoring import MonitoringOutcome, MonitoringRequest, monitoring
 from flows.retraining import RetrainingOutcome
 from flows.training import TrainingOutcome, TrainingRequest, training_pipeline
+from mlops.clients import client_settings
 from mlops.config import ProjectConfig
-from mlops.stack import DEPLOYMENTS, EVIDENTLY, SERVE, client_settings, stack_status, start_stack, stop_stack
 from tasks.drift import DRIFT_RETRAIN
 from tests.conftest import REPO_ROOT, wait_final
 from tests.integration.drift_setup import (

@@ -22,11 +22,12 @@ from prefect.client.schemas.objects import Artifact
 from prefect.client.schemas.sorting import TaskRunSort
 from typer.testing import CliRunner
 
+from app.cli import app
 from flows.promotion import PromotionDecision, PromotionRequest, promotion
 from flows.reproduce import ReproduceRequest, reproduce
 from flows.stages import lineage_artifact_key
 from flows.training import TrainingOutcome, TrainingRequest, training_pipeline
-from mlops.cli import app
+from mlops.clients import client_settings
 from mlops.config import (
     ApprovalConfig,
     CandidateConfig,
@@ -39,7 +40,6 @@ from mlops.config import (
 )
 from mlops.errors import LandingError
 from mlops.prediction_log import log_batch, log_schema
-from mlops.stack import client_settings
 from mlops.storage import Store, open_store, sha256_bytes
 from serving.predlog import PredictionLog
 

@@ -21,8 +21,8 @@ from prefect.client.schemas.objects import Artifact
 
 from flows.monitoring import DRIFT_EVENT, MONITORED_EVENT, MonitoringOutcome, MonitoringRequest, monitoring
 from flows.training import TrainingOutcome, TrainingRequest, training_pipeline
+from mlops.clients import client_settings
 from mlops.config import ProjectConfig
-from mlops.stack import client_settings
 from mlops.storage import open_store
 from tasks.drift import CANNOT_JUDGE, DRIFT_RETRAIN, NO_DRIFT
 from tests.integration.drift_setup import (
@@ -331,7 +331,7 @@ def test_the_served_rows_of_the_prediction_log_are_a_batch(
 def test_the_cli_prints_the_verdict_and_exits_by_it(champion, calm, config_file: Path) -> None:
     from typer.testing import CliRunner
 
-    from mlops.cli import app
+    from app.cli import app
 
     runner = CliRunner()
     calm_run = runner.invoke(app, ["--config", str(config_file), "monitor", "--period", BATCH])

@@ -8,8 +8,8 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.training import TrainingRequest, training_pipeline
+from mlops.clients import client_settings
 from mlops.config import ProjectConfig, load_config, save_config
-from mlops.stack import client_settings
 from mlops.storage import open_store
 from tests.fixtures.retail.generate import seed_orders
 

@@ -38,10 +38,11 @@ from prefect.input import keyset_from_paused_state, read_flow_run_input
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
+from app.cli import app
 from flows.probe import ModelProbe
 from flows.promotion import PromotionDecision, PromotionRequest, promotion
 from flows.training import TrainingRequest, training_pipeline
-from mlops.cli import app
+from mlops.clients import client_settings
 from mlops.config import (
     ApprovalConfig,
     CandidateConfig,
@@ -51,7 +52,6 @@ from mlops.config import (
     SliceGateConfig,
     save_config,
 )
-from mlops.stack import client_settings
 from mlops.storage import Store
 from tasks.features import build_training_frame
 

@@ -19,8 +19,8 @@ from prefect.client.schemas.objects import Artifact
 
 from flows.replay import ReplayOutcome, ReplayRequest, bootstrap, replay, replay_config
 from flows.stages import model_roc_auc
+from mlops.clients import client_settings
 from mlops.config import ProjectConfig, save_config
-from mlops.stack import client_settings
 from mlops.storage import Stores
 from mlops.tracking import Tracker
 from tasks.drift import RETRAIN_VERDICTS

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from app.seed import seed_landing
 from mlops.config import ProjectConfig, S3Settings, load_config
 from mlops.errors import ConfigError, LandingError
-from mlops.seed import seed_landing
 from mlops.storage import S3Store, open_store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

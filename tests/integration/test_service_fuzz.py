@@ -25,8 +25,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from mlops.clients import client_settings
 from mlops.config import CandidateConfig, ProjectConfig, ServingConfig
-from mlops.stack import client_settings
 from mlops.storage import Store
 from mlops.tracking import Tracker
 from tasks.features import build_training_frame

@@ -28,9 +28,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.training import TrainingRequest, training_pipeline
+from mlops.clients import client_settings
 from mlops.config import CandidateConfig, ProjectConfig, ServingConfig, save_config
 from mlops.prediction_log import read_prediction_log
-from mlops.stack import client_settings
 from mlops.storage import Store, open_store
 from serving.app import create_app
 from serving.compare import compare_logged_traffic

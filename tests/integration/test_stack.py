@@ -9,16 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.stack import StackInfo, require_servers, stack_status, start_stack, stop_stack
+from mlops.clients import client_settings
 from mlops.config import ProjectConfig
 from mlops.errors import ServiceUnavailableError
-from mlops.stack import (
-    StackInfo,
-    client_settings,
-    require_servers,
-    stack_status,
-    start_stack,
-    stop_stack,
-)
 from tests.ports import free_ports, with_free_ports
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.training import TrainingOutcome, TrainingRequest, training_pipeline
+from mlops.clients import client_settings
 from mlops.config import ProjectConfig, save_config
-from mlops.stack import client_settings
 from mlops.storage import Store, open_store, sha256_bytes
 
 pytestmark = pytest.mark.integration

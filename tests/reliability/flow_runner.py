@@ -132,7 +132,7 @@ class FlowProcess:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
         from prefect.client.schemas.sorting import FlowRunSort
 
-        from mlops.stack import client_settings
+        from mlops.clients import client_settings
 
         with client_settings(self.config), get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
@@ -173,7 +173,7 @@ def task_states(config: ProjectConfig, flow_run_id: Any) -> dict[str, str]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
-    from mlops.stack import client_settings
+    from mlops.clients import client_settings
 
     with client_settings(config), get_client(sync_client=True) as client:
         runs = client.read_task_runs(
@@ -217,7 +217,7 @@ def _run_child(config_path: str, tag: str, result_file: Path) -> int:
 
     from flows.promotion import PromotionRequest, promotion
     from flows.training import TrainingRequest, training_pipeline
-    from mlops.stack import client_settings
+    from mlops.clients import client_settings
 
     result_file.with_suffix(".ready").touch()
     line = sys.stdin.readline()  # warm: imports done, wait for the request

@@ -29,8 +29,8 @@ import httpx
 import pytest
 
 from flows.training import TrainingRequest, training_pipeline
+from mlops.clients import client_settings
 from mlops.config import CandidateConfig, ProjectConfig, save_config
-from mlops.stack import client_settings
 from mlops.storage import Store
 from mlops.tracking import Tracker
 from serving.samples import feature_frame, to_records
@@ -91,7 +91,7 @@ def service(load_setup: LoadSetup, tmp_path: Path) -> Iterator[str]:
     """`mlops serve` in its own process group on a free port; yields its base URL once ready."""
     load_setup.tracker.set_alias(MODEL, "champion", load_setup.old)
     port = free_port()
-    command = [sys.executable, "-m", "mlops.cli", "--config", str(load_setup.config_path), "serve"]
+    command = [sys.executable, "-m", "app.cli", "--config", str(load_setup.config_path), "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     log = tmp_path / "serve.log"
     with log.open("wb") as out:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from app.stack import start_stack, stop_stack
 from mlops.config import ProjectConfig, load_config, save_config
 from mlops.names import CHALLENGER
 from mlops.periods import period_range
-from mlops.stack import start_stack, stop_stack
 from mlops.storage import Store, open_store
 from mlops.tracking import REGISTRATION_TAG, Tracker
 from tests.conftest import REPO_ROOT

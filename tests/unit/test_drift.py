@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.seed import load_source
 from mlops.config import MonitoringConfig, ProjectConfig, TableSpec, load_config
 from mlops.errors import ConfigError
 from mlops.periods import shift_period
-from mlops.seed import load_source
 from mlops.storage import LocalStore
 from tasks.drift import (
     CANNOT_JUDGE,

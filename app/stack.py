@@ -8,10 +8,10 @@ and records its pid in `<state_dir>/run/<name>.pid`. Everything (ports, host, fo
 comes from `config.stack`; a URL override (`prefect_api_url`, `mlflow_tracking_uri`) marks
 that server as external: it is checked, never started or stopped. `evidently_ui` and
 `serve_deployments` turn the other two off. `stack.profile: production` runs the same
-processes on PostgreSQL, S3 and MLflow auth (`mlops/production.py` checks and prepares those).
+processes on PostgreSQL, S3 and MLflow auth (`app/production.py` checks and prepares those).
 
-Only the standard library is imported at module level so the CLI stays fast; Prefect is
-imported inside `client_settings`.
+Only the standard library is imported at module level so the CLI stays fast. How a process's
+Prefect and MLflow clients find these servers is `mlops/clients.py`.
 """
 
 from __future__ import annotations
@@ -25,23 +25,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlops.config import ProjectConfig, save_config
-from mlops.errors import ConfigError, ServiceUnavailableError
-from mlops.production import (
+from app.production import (
     check_tracking_credentials,
     client_env,
     mlflow_backend_store_uri,
     mlflow_server_env,
     prefect_database_url,
 )
-from mlops.production import prepare as prepare_production
-from mlops.production import settings_of as production_settings
+from app.production import prepare as prepare_production
+from app.production import settings_of as production_settings
+from mlops.clients import prefect_storage_dir
+from mlops.config import ProjectConfig, save_config
+from mlops.errors import ConfigError, ServiceUnavailableError
 
 PREFECT = "prefect"
 MLFLOW = "mlflow"
@@ -120,7 +119,7 @@ def _dirs(config: ProjectConfig) -> dict[str, Path]:
         "logs": state / "logs",
         "run": state / "run",
         "prefect": state / "prefect",
-        "prefect_storage": state / "prefect" / "storage",
+        "prefect_storage": prefect_storage_dir(config),
         "mlflow": state / "mlflow",
         "artifacts": state / "mlflow" / "artifacts",
         "evidently": state / config.monitoring.workspace_dir,
@@ -644,38 +643,3 @@ def require_servers(config: ProjectConfig) -> None:
         )
     if stack.tracking_uri.startswith("http"):
         check_tracking_credentials(stack.tracking_uri)  # an auth-enabled server (production profile)
-
-
-@contextmanager
-def client_settings(config: ProjectConfig) -> Iterator[None]:
-    """Point this process's Prefect and MLflow clients at the configured servers.
-
-    Without this, Prefect would start a slow temporary server of its own and MLflow
-    would write to ./mlruns; both are restored on exit.
-    """
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_LOCAL_STORAGE_PATH,
-        PREFECT_RESULTS_PERSIST_BY_DEFAULT,
-        temporary_settings,
-    )
-
-    storage = _dirs(config)["prefect_storage"]
-    storage.mkdir(parents=True, exist_ok=True)
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = config.stack.tracking_uri
-    try:
-        with temporary_settings(
-            updates={
-                PREFECT_API_URL: config.stack.api_url,
-                PREFECT_LOCAL_STORAGE_PATH: str(storage),
-                # Persisted results let a retried or resumed run reuse finished tasks.
-                PREFECT_RESULTS_PERSIST_BY_DEFAULT: True,
-            }
-        ):
-            yield
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous

