@@ -178,11 +178,11 @@ def seed(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from app.seed import seed_landing, seed_plan
-    from mlops.storage import open_store
+    from mlops.storage import Stores
 
     config = get_config(ctx)
     periods = period_range(start, end)
-    store = open_store(config.store_uri(config.data.landing_uri), config.data.s3)
+    store = Stores.from_config(config).landing
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
     ) as bar:
@@ -277,12 +277,12 @@ def predict(
     import httpx
 
     from mlops.errors import ServiceUnavailableError
-    from mlops.storage import open_store
+    from mlops.storage import Stores
     from serving.samples import sample_records
 
     config = get_config(ctx)
     base = (url or f"http://{config.serving.host}:{config.serving.port}").rstrip("/")
-    landing = open_store(config.store_uri(config.data.landing_uri), config.data.s3)
+    landing = Stores.from_config(config).landing
     records = sample_records(config, landing, period, rows=rows, seed=0)
     deadline = time.monotonic() + wait
     reason = "it does not answer"
@@ -603,16 +603,15 @@ def lineage(
     """
     import json
 
-    from mlops.storage import open_store
+    from mlops.storage import Stores
     from mlops.tracking import Tracker
     from tasks.lineage import collect_lineage
     from tasks.lineage_render import lineage_tree
 
     config = get_config(ctx)
     tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)  # fails fast if down
-    snapshots = open_store(config.store_uri(config.data.snapshot_uri), config.data.s3)
-    predictions = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
-    chain = collect_lineage(tracker, snapshots, predictions, model)
+    stores = Stores.from_config(config)
+    chain = collect_lineage(tracker, stores.snapshots, stores.predictions, model)
     console.print(lineage_tree(chain))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from fastapi.responses import Response
 
 from mlops.config import ProjectConfig, load_config
 from mlops.prediction_log import log_schema
-from mlops.storage import Store, open_store
+from mlops.storage import Store, Stores
 from serving.fastpath import compile_scorer
 from serving.models import LoadedModel, ModelWatcher, RegistrySource
 from serving.predlog import PredictionLog
@@ -53,7 +53,7 @@ def create_app(config: ProjectConfig, own_process: bool = False) -> FastAPI:
     `own_process` lets it tune the garbage collector of a process that does nothing else."""
     settings = config.serving
     schema = FeatureSchema(config.features)  # a bad feature list fails here, before serving
-    store = open_store(config.store_uri(settings.prediction_log_uri), config.data.s3)
+    store = Stores.from_config(config).predictions
     app = FastAPI(
         title=f"{config.project} prediction service",
         description=(

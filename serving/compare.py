@@ -29,7 +29,7 @@ from mlops.config import ProjectConfig
 from mlops.errors import ConfigError, LandingError
 from mlops.names import CHALLENGER, CHAMPION
 from mlops.prediction_log import ARM, KEY, MODE, MODEL_VERSION, REQUEST_ID, SCORE, SERVED, read_prediction_log
-from mlops.storage import Store, open_store
+from mlops.storage import Store, Stores
 
 KEY_SEPARATOR = "|"
 MIN_ROWS_FOR_METRICS = 30  # fewer labelled rows than this: counts only, no metrics
@@ -185,8 +185,7 @@ def compare_logged_traffic(
     config: ProjectConfig, since: date | None = None, until: date | None = None
 ) -> Comparison:
     """Read the prediction log and the landing zone named by the config, and compare."""
-    log_store = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
-    log = read_prediction_log(log_store, since, until)
-    landing = open_store(config.store_uri(config.data.landing_uri), config.data.s3)
-    labels = load_labels(config, landing) if len(log) else pd.DataFrame(columns=[KEY, "y"])
+    stores = Stores.from_config(config)
+    log = read_prediction_log(stores.predictions, since, until)
+    labels = load_labels(config, stores.landing) if len(log) else pd.DataFrame(columns=[KEY, "y"])
     return compare_arms(log, labels, config.training.threshold, since)
