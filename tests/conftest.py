@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +107,10 @@ def stack_config(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
     return with_free_ports(base.model_copy(update={"stack": stack, "data": data, "serving": serving}))
 
 
-@pytest.fixture(scope="session")
-def stack(stack_config: ProjectConfig) -> Iterator[StackInfo]:
-    """A Prefect server and an MLflow server for the whole session, stopped at the end."""
-    info = start_stack(stack_config)
+@contextmanager
+def running_stack(config: ProjectConfig, **start: Any) -> Iterator[StackInfo]:
+    """The stack of `config` (`start_stack(config, **start)`), stopped on the way out."""
+    info = start_stack(config, **start)
     try:
         yield info
     finally:
@@ -119,7 +120,14 @@ def stack(stack_config: ProjectConfig) -> Iterator[StackInfo]:
         try:
             APILogWorker.drain_all(timeout=10)
         finally:
-            stop_stack(stack_config)  # even if draining fails: never leak servers
+            stop_stack(config)  # even if draining fails: never leak servers
+
+
+@pytest.fixture(scope="session")
+def stack(stack_config: ProjectConfig) -> Iterator[StackInfo]:
+    """A Prefect server and an MLflow server for the whole session, stopped at the end."""
+    with running_stack(stack_config) as info:
+        yield info
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from app.production import ADMIN_PASSWORD_ENV, CLIENT_PASSWORD_ENV, CLIENT_USERNAME_ENV
-from app.stack import StackInfo, start_stack, stop_stack
+from app.stack import StackInfo
 from mlops.config import ProjectConfig, load_config, save_config
 from mlops.storage import Store, open_store
-from tests.conftest import REPO_ROOT, SAMPLE_FRACTION
+from tests.conftest import REPO_ROOT, SAMPLE_FRACTION, running_stack
 from tests.ports import free_ports, with_free_ports
 
 MACHINE_POSTGRES = ("127.0.0.1", 5432)
@@ -261,15 +261,9 @@ def production_stack(
     assert settings is not None
     try:
         # Generous: migrating two fresh databases on a shared, busy CI machine takes a while.
-        info = start_stack(production_config, timeout=START_TIMEOUT, config_file=production_config_file)
-        try:
+        with running_stack(
+            production_config, timeout=START_TIMEOUT, config_file=production_config_file
+        ) as info:
             yield info
-        finally:
-            from prefect.logging.handlers import APILogWorker
-
-            try:
-                APILogWorker.drain_all(timeout=10)
-            finally:
-                stop_stack(production_config)
     finally:
         drop_databases(postgres, [settings.prefect_database, settings.mlflow_database])
