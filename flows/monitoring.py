@@ -316,7 +316,7 @@ def judge_batch(
         len(reference),
         label,
         quality,
-        float(model.tags["holdout_roc_auc"]) if "holdout_roc_auc" in model.tags else None,
+        tracker.holdout_metrics(model.run_id).get("holdout_roc_auc"),
     )
     return Judgement(judge(figures, settings), notes, figures, plan, snapshot)
 

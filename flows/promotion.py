@@ -50,7 +50,15 @@ from flows.stages import (
 )
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import PromotionError
-from mlops.names import CHALLENGER, CHAMPION, DECISION_FILE, PERIODS_TAG, PREVIOUS, VALIDATION_TAG
+from mlops.names import (
+    CHALLENGER,
+    CHAMPION,
+    DECISION_FILE,
+    PERIODS_TAG,
+    PREVIOUS,
+    PROMOTION_TAG,
+    VALIDATION_TAG,
+)
 from mlops.periods import period_range
 from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
@@ -441,26 +449,16 @@ def _v(version: str | None) -> str:
 # -- recording ----------------------------------------------------------------------------
 
 
-def decision_tags(decision: PromotionDecision, answer: ApprovalAnswer | None) -> dict[str, str]:
-    tags = {
-        "promotion": "promoted" if decision.promoted else "rejected",
+def decision_tags(decision: PromotionDecision) -> dict[str, str]:
+    """What the registry's version table shows of a decision, and the run that holds the rest
+    (every gate, the reasons, the approval: `promotion/decision.json` and the run's metrics)."""
+    return {
+        PROMOTION_TAG: "promoted" if decision.promoted else "rejected",
         "promotion.decided_at": decision.decided_at,
-        "promotion.reasons": "; ".join(decision.reasons),
         "promotion.compared_with": decision.compared_with or "none",
         "promotion.eval_period": decision.eval_period or "",
-        "promotion.eval_rows": str(decision.eval_rows),
         "promotion.mlflow_run_id": decision.mlflow_run_id,
-        "promotion.prefect_flow_run_url": decision.prefect_run_url,
     }
-    if answer is not None:
-        tags |= {
-            "promotion.reviewer": answer.reviewer,
-            "promotion.approved": str(answer.approve).lower(),
-            "promotion.approval_comment": answer.comment,
-            "promotion.answered_at": answer.answered_at,
-        }
-    tags |= {f"promotion.gate.{g.name}": g.summary() for g in decision.gates}
-    return {k: v[:TAG_LIMIT] for k, v in tags.items()}
 
 
 def decision_document(
@@ -513,7 +511,7 @@ def record(
     decision.mlflow_run_url = tracker.run_url(decision.mlflow_run_id)
     # A run that found its challenger already promoted leaves that version's record alone.
     if evaluation.blocked is None:
-        tracker.set_version_tags(name, decision.challenger_version, decision_tags(decision, answer))
+        tracker.set_version_tags(name, decision.challenger_version, decision_tags(decision))
     if decision.promoted and decision.compared_with:
         tracker.set_version_tags(
             name,

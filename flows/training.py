@@ -36,7 +36,10 @@ from flows.stages import (
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import BadBatchError
 from mlops.names import (
+    CANDIDATE_TAG,
     CONFIG_FILE,
+    CONFIG_HASH_TAG,
+    GIT_COMMIT_TAG,
     INPUTS_FILE,
     PACKAGES_FILE,
     PERIODS_TAG,
@@ -177,13 +180,15 @@ def register_best(
         return found
     assert best.evaluation is not None
     headline = best.evaluation.metrics
+    # The run's Prefect links and the holdout metrics stay on the run (and in the description).
     tags = {
-        **run_tags,
+        PERIODS_TAG: run_tags[PERIODS_TAG],
+        CONFIG_HASH_TAG: run_tags[CONFIG_HASH_TAG],
+        GIT_COMMIT_TAG: run_tags[GIT_COMMIT_TAG],
         TRAINING_FINGERPRINT_TAG: split.fingerprint,
         VALIDATION_TAG: "passed",
-        "candidate": best.name,
+        CANDIDATE_TAG: best.name,
         SNAPSHOTS_TAG: json.dumps({b.name.split("@")[0]: b.snapshot.sha256 for b in batches.values()}),
-        **{f"holdout_{k}": f"{v:.6f}" for k, v in headline.items()},
     }
     description = (
         f"{best.name} trained on {', '.join(split.train_periods)}; holdout {', '.join(split.holdout_periods)} "
@@ -224,8 +229,8 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
     run_tags = {
         "pipeline": "training",
         PERIODS_TAG: f"{periods[0]}..{periods[-1]}",
-        "config_hash": config.fingerprint,
-        "git_commit": code_version(config.root),
+        CONFIG_HASH_TAG: config.fingerprint,
+        GIT_COMMIT_TAG: code_version(config.root),
         "prefect_flow_run_id": str(runtime.flow_run.id or ""),
         "prefect_flow_run_url": prefect_run_url(config),
     }

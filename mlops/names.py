@@ -19,9 +19,14 @@ TRAINING_FRAME_VALIDATION_FILE = "validation/training-frame.json"
 TRAINING_FRAME_SUMMARY_FILE = "validation/training-frame-summary.json"
 DECISION_FILE = "promotion/decision.json"  # a promotion run's whole decision
 
-# -- version tags that code reads back (and people filter on) ------------------------------
+# -- version tags: the few a person filters on in the registry's version table, and that code
+# reads back. Everything else about a version lives where MLflow shows it better: the metrics
+# and params of its training run, its description, and the promotion run's decision file.
 SNAPSHOTS_TAG = "snapshots"  # JSON: "<table>/<period or static>" -> sha256 of the landed file
 TRAINING_FINGERPRINT_TAG = "training_fingerprint"  # the data and config a version was fit on
 PERIODS_TAG = "periods"  # "first..last" period of its training data, holdout included
 VALIDATION_TAG = "validation"  # "passed" | "failed"
+CONFIG_HASH_TAG = "config_hash"
+GIT_COMMIT_TAG = "git_commit"
+CANDIDATE_TAG = "candidate"  # the candidate (estimator settings) that was registered
 PROMOTION_TAG = "promotion"  # the latest decision: promoted | rejected | rolled_back

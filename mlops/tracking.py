@@ -289,6 +289,11 @@ class Tracker:
             raise
         return self._record(run)
 
+    def holdout_metrics(self, run_id: str) -> dict[str, float]:
+        """A training run's holdout metrics (`holdout_roc_auc`, ...); empty if the run is gone."""
+        run = self.run_record(run_id)
+        return {k: v for k, v in run.metrics.items() if k.startswith("holdout_")} if run else {}
+
     def find_runs(self, filter_string: str) -> list[RunRecord]:
         """Runs of this experiment matching an MLflow filter, oldest first."""
         runs = self.client.search_runs(

@@ -38,7 +38,7 @@ class LoadedModel:
     version: str
     pipeline: Any  # the scikit-learn pipeline as logged: preprocessing and classifier
     positive_index: int  # column of predict_proba holding the positive class
-    metrics: dict[str, float]  # from the version's tags (holdout_roc_auc, ...)
+    metrics: dict[str, float]  # of its training run (holdout_roc_auc, ...)
     run_id: str
     loaded_at: datetime
     load_seconds: float
@@ -147,13 +147,7 @@ class RegistrySource:
         classes = [int(c) for c in getattr(pipeline, "classes_", [])]
         if sorted(classes) != [0, 1]:
             raise MlopsError(f"{self.model_name} v{version} is not a 0/1 classifier (classes {classes})")
-        metrics = {}
-        for tag, value in info.tags.items():
-            if tag.startswith("holdout_"):
-                try:
-                    metrics[tag] = float(value)
-                except ValueError:
-                    continue
+        metrics = self.tracker.holdout_metrics(info.run_id)
         return LoadedModel(
             name=self.model_name,
             version=version,

@@ -119,7 +119,7 @@ class VersionLink:
     description: str
     url: str
     validation: str
-    holdout_metrics: dict[str, str]
+    holdout_metrics: dict[str, float]
 
 
 @dataclass
@@ -417,7 +417,7 @@ def assemble_lineage(facts: RecordedFacts) -> Lineage:
         description=version.description,
         url=facts.version_url,
         validation=tags.get(VALIDATION_TAG, NOT_RECORDED),
-        holdout_metrics={k: v for k, v in sorted(tags.items()) if k.startswith("holdout_")},
+        holdout_metrics={k: v for k, v in sorted(run.metrics.items()) if k.startswith("holdout_")},
     )
     if not facts.decisions:
         gaps.append("gate decision: none recorded (the version was never judged by `mlops promote`)")

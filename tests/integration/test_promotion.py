@@ -301,13 +301,13 @@ def test_better_challenger_becomes_champion_and_the_decision_is_recorded(
     assert gates["quality.roc_auc"].value == pytest.approx(auc[versions.late])
     assert gates["champion.roc_auc_gain"].value == pytest.approx(auc[versions.late] - auc[versions.early])
 
-    # MLflow: the decision as version tags and as a run with the JSON record.
+    # MLflow: the decision as a few version tags, and as a run with the JSON record.
     late = registry.get_model_version(name, versions.late)
     assert late.tags["promotion"] == "promoted"
     assert late.tags["promotion.compared_with"] == versions.early
     assert late.tags["promotion.eval_period"] == EVAL_PERIOD
-    assert late.tags["promotion.gate.champion.ci_low"].startswith("passed: ")
     assert late.tags["promotion.mlflow_run_id"] == d.mlflow_run_id
+    assert not any(k.startswith("promotion.gate.") for k in late.tags)  # those are in the record
     early = registry.get_model_version(name, versions.early)
     assert early.tags["promotion.replaced_by"] == versions.late
     run = registry.get_run(d.mlflow_run_id)
@@ -315,6 +315,7 @@ def test_better_challenger_becomes_champion_and_the_decision_is_recorded(
     assert registry.get_experiment(run.info.experiment_id).name == promo_config.registry.experiment
     record = _decision_json(registry, d.mlflow_run_id, tmp_path)
     assert record["promoted"] is True and record["champion_version"] == versions.late
+    assert {g["name"]: g for g in record["gates"]}["champion.ci_low"]["passed"] is True
     assert [g["name"] for g in record["gates"]] == [g.name for g in d.gates]
     assert record["bootstrap"]["ci_low"] == pytest.approx(gates["champion.ci_low"].value)
     assert {row["column"] for row in record["slices"]} == {"origin", "carrier"}
@@ -361,10 +362,11 @@ def test_worse_challenger_is_rejected_with_reasons_via_the_cli(
     }
     tags = registry.get_model_version(promo_config.registry.model_name, versions.early).tags
     assert tags["promotion"] == "rejected"
-    assert "champion.roc_auc_gain failed" in tags["promotion.reasons"]
-    assert "operational.artifact_mb failed" in tags["promotion.reasons"]
-    assert tags["promotion.gate.operational.artifact_mb"].startswith("failed: ")
     assert tags["promotion.compared_with"] == versions.late
+    record = _decision_json(registry, tags["promotion.mlflow_run_id"], tmp_path)
+    assert "champion.roc_auc_gain failed" in "; ".join(record["reasons"])
+    assert "operational.artifact_mb failed" in "; ".join(record["reasons"])
+    assert {g["name"]: g for g in record["gates"]}["operational.artifact_mb"]["passed"] is False
 
 
 def test_approval_pauses_the_run_and_records_the_reviewer(
@@ -373,6 +375,7 @@ def test_approval_pauses_the_run_and_records_the_reviewer(
     promo_config: ProjectConfig,
     stack_config: ProjectConfig,
     config_file: Path,
+    tmp_path: Path,
 ) -> None:
     _arrange(registry, promo_config, champion=versions.early, previous=None)
     tag = f"approval-{uuid.uuid4().hex[:8]}"
@@ -398,8 +401,9 @@ def test_approval_pauses_the_run_and_records_the_reviewer(
     assert {g.name: g for g in d.gates}["approval"].detail == "approved by alice: slices fine"
     assert (d.champion_version, d.previous_version) == (versions.late, versions.early)
     tags = registry.get_model_version(promo_config.registry.model_name, versions.late).tags
-    assert (tags["promotion.reviewer"], tags["promotion.approved"]) == ("alice", "true")
-    assert tags["promotion.approval_comment"] == "slices fine"
+    approval = _decision_json(registry, tags["promotion.mlflow_run_id"], tmp_path)["approval"]
+    assert (approval["reviewer"], approval["approve"]) == ("alice", True)
+    assert approval["comment"] == "slices fine"
 
 
 def test_a_champion_moved_during_approval_is_not_overwritten(
@@ -449,7 +453,10 @@ def test_no_answer_before_the_timeout_rejects_and_the_run_completes(
         run = client.read_flow_run(_run_id(d.prefect_run_url))
     assert run.state is not None and run.state.is_completed()
     tags = registry.get_model_version(promo_config.registry.model_name, versions.late).tags
-    assert tags["promotion"] == "rejected" and tags["promotion.gate.approval"].startswith("failed")
+    assert tags["promotion"] == "rejected"
+    record = _decision_json(registry, tags["promotion.mlflow_run_id"], tmp_path)
+    approval = {g["name"]: g for g in record["gates"]}["approval"]
+    assert not approval["passed"] and not approval["skipped"]
 
 
 def test_concurrent_promotions_move_the_champion_once(

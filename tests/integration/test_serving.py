@@ -195,7 +195,7 @@ class TestChampionService:
             assert ready.json()["model_version"] == versions["forest"] and ready.json()["alias"] == "champion"
             model = client.get(f"{url}/model").json()
             assert model["name"] == MODEL and model["version"] == versions["forest"]
-            assert model["metrics"]["holdout_roc_auc"] > 0.6  # from the version's tags
+            assert model["metrics"]["holdout_roc_auc"] > 0.6  # from the version's training run
             assert model["models"]["challenger"]["version"] == versions["logistic"]
             # The forest scores through the compiled path; the one-hot logistic through its pipeline.
             assert model["models"]["champion"]["scorer"] == "compiled fast path"

@@ -7,7 +7,8 @@ found in the session's fault report (`fault_report` in conftest.py):
    snapshot's bytes hash to the landing file's sha256) or in quarantine beside a reason.json;
 2. at most one registered model version per `training_fingerprint` tag;
 3. the `champion` alias points only at a version whose decision record passed (the
-   promotion flow's version tags: `promotion` = promoted and every `promotion.gate.*` passed);
+   promotion flow's records: the version's `promotion` tag says promoted, and every gate of the
+   decision file of the run that tag names passed or was skipped);
 4. the prediction service answers from a valid model (ready, and /predict scores a record
    with probabilities in [0, 1] from a version that exists in the registry).
 
@@ -26,6 +27,7 @@ from typing import Any
 import httpx
 
 from mlops.errors import BadBatchError, LandingError
+from mlops.names import DECISION_FILE, PROMOTION_TAG
 from mlops.storage import Store, sha256_bytes
 from tasks.ingest import read_table
 
@@ -142,6 +144,18 @@ def decision_passed(tags: Mapping[str, str]) -> bool:
     )
 
 
+def decision_record(tracker: Any, tags: Mapping[str, str]) -> dict[str, str]:
+    """A version's decision record, flat: its `promotion` tag beside `promotion.gate.<name>` ->
+    passed | failed | skipped, read from the decision file of the run the version names."""
+    record = {k: v for k, v in tags.items() if k == PROMOTION_TAG}
+    run_id = tags.get("promotion.mlflow_run_id")
+    decision = tracker.read_json(run_id, DECISION_FILE) if run_id else None
+    for gate in (decision or {}).get("gates", []):
+        status = "skipped" if gate["skipped"] else "passed" if gate["passed"] else "failed"
+        record[f"promotion.gate.{gate['name']}"] = status
+    return record
+
+
 def champion_problems(aliases: Mapping[str, str], tags_of: Mapping[str, Mapping[str, str]]) -> list[str]:
     """Invariant 3. `aliases`: alias -> version; `tags_of`: version -> its tags."""
     champion = aliases.get(CHAMPION)
@@ -163,7 +177,7 @@ def registry_problems(tracker: Any, model_name: str) -> list[str]:
         f"fingerprint {fp[:12]} registered {len(vs)} times: versions {vs}"
         for fp, vs in duplicate_registrations(versions).items()
     ]
-    tags_of = {str(v.version): dict(v.tags or {}) for v in versions}
+    tags_of = {str(v.version): decision_record(tracker, dict(v.tags or {})) for v in versions}
     problems += champion_problems(tracker.aliases(model_name), tags_of)
     return problems
 

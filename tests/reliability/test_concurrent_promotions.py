@@ -27,7 +27,7 @@ from mlops.storage import Store, open_store
 from mlops.tracking import Tracker
 from tests.reliability.flow_runner import FlowProcess, FlowResult, quick_training
 
-from .invariants import audit_landing, champion_problems, duplicate_registrations
+from .invariants import audit_landing, champion_problems, decision_record, duplicate_registrations
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ def _champion_problems(tracker: Tracker, model_name: str) -> list[str]:
     if champion is None:
         return ["no champion"]
     tags = tracker.client.get_model_version(model_name, champion).tags
-    problems = champion_problems({"champion": champion}, {champion: tags})
+    problems = champion_problems({"champion": champion}, {champion: decision_record(tracker, tags)})
     run_id = tags.get("promotion.mlflow_run_id", "")
     decided = tracker.client.get_run(run_id).data.tags.get("promotion") if run_id else None
     if decided != "promoted":
