@@ -30,7 +30,7 @@ $(STAMP): requirements.lock pyproject.toml | $(BIN)/uv
 	touch $@
 
 lock: | $(BIN)/uv
-	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra dev --extra boosting --python-version 3.11 -o requirements.lock
 
 up: venv
 	$(BIN)/mlops up
