@@ -340,13 +340,17 @@ def compare(
         last = date.fromisoformat(until) if until else None
     except ValueError:
         raise ConfigError(f"--since/--until must be dates like 2026-01-31, got {since!r}/{until!r}") from None
-    result = compare_logged_traffic(get_config(ctx), first, last)
+    config = get_config(ctx)
+    result = compare_logged_traffic(config, first, last)
     console.print(
         f"{result.logged_rows} logged rows, {result.keyed_rows} with a key, {result.labelled_rows} joined to a label"
     )
     if result.arms:
         # Plain columns, not a rich table: numbers must not be cut to fit a narrow terminal.
-        metrics = ["roc_auc", "pr_auc", "brier", "log_loss"]
+        from mlops.objective import HEADLINE
+
+        shown = {"binary": HEADLINE["binary"], "multiclass": ["accuracy", "macro_f1"]}
+        metrics = shown.get(config.target.kind, HEADLINE[config.target.kind])
         header = f"{'arm':<11}{'version':>8}  {'mode':<12}{'served':<8}{'logged':>9}{'labelled':>9}"
         console.print(header + "".join(f"{m:>10}" for m in metrics), highlight=False)
         for arm in result.arms:
@@ -358,9 +362,11 @@ def compare(
                 f"{arm.metrics[m]:>10.4f}" if m in arm.metrics else f"{'-':>10}" for m in metrics
             )
             console.print(row + values, highlight=False)
-    if result.paired_roc_auc:
-        pair = ", ".join(f"{arm} {auc:.4f}" for arm, auc in result.paired_roc_auc.items())
-        console.print(f"paired on {result.paired_rows} rows both arms scored (shadow): ROC-AUC {pair}")
+    if result.paired:
+        pair = ", ".join(f"{arm} {value:.4f}" for arm, value in result.paired.items())
+        console.print(
+            f"paired on {result.paired_rows} rows both arms scored (shadow): {result.paired_metric} {pair}"
+        )
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
 
@@ -516,7 +522,12 @@ def monitor(
     )
     for reason in outcome.reasons:
         console.print(f"  - {reason}", markup=False, highlight=False)
-    for key in ("drift_share", "prediction_drift", "current_roc_auc", "reference_roc_auc"):
+    for key in (
+        "drift_share",
+        "prediction_drift",
+        f"current_{outcome.metric}",
+        f"reference_{outcome.metric}",
+    ):
         if key in outcome.figures:
             console.print(f"  {key:<18}{outcome.figures[key]:.4f}")
     console.print(f"MLflow run:    {outcome.mlflow_run_url}")

@@ -31,6 +31,7 @@ def bare_pipeline(config_path: str, start: str, end: str) -> dict:
     import skops.io as sio
 
     from mlops.config import load_config
+    from mlops.objective import Objective
     from mlops.periods import period_range
     from mlops.storage import open_store
     from tasks.features import build_training_frame, fingerprint_inputs, time_split
@@ -77,12 +78,12 @@ def bare_pipeline(config_path: str, start: str, end: str) -> dict:
         results = list(
             pool.map(
                 lambda c: fit_and_evaluate(
-                    c, split, config.features, config.training, config.split.cv_folds, 1
+                    c, split, config.features, config.training, Objective.of(config), config.split.cv_folds, 1
                 ),
                 config.training.candidates,
             )
         )
-    best = select_best(results, config.training.metric, config.training.min_gain_over_baseline)
+    best = select_best(results, Objective.of(config), config.training.min_gain_over_baseline)
     Path(tempfile.mkdtemp()).joinpath("model.skops").write_bytes(sio.dumps(best.pipeline))
     return {"best": best.name, "roc_auc": best.evaluation.metrics["roc_auc"], "rows": len(training.frame)}
 

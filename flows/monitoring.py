@@ -15,6 +15,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -32,11 +33,13 @@ from flows.stages import (
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import BadBatchError, ConfigError
 from mlops.names import CHALLENGER, CHAMPION, PERIODS_TAG
+from mlops.objective import Objective
 from mlops.periods import PERIOD_PATTERN, period_start
 from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
 from tasks.drift import (
     CANNOT_JUDGE,
+    PREDICTED_CLASS,
     SCORE,
     ColumnPlan,
     CurrentFrame,
@@ -56,7 +59,6 @@ from tasks.drift import (
     sample_rows,
     summary_document,
 )
-from tasks.gates import positive_proba
 
 DRIFT_EVENT = "mlops.drift.detected"  # the retraining deployment's trigger listens for this
 MONITORED_EVENT = "mlops.monitoring.completed"  # every batch, whatever the verdict
@@ -102,14 +104,16 @@ class MonitoringOutcome:
     report_url: str = ""  # Evidently's HTML report in the MLflow UI
     evidently_url: str = ""  # the report in the Evidently UI
     prefect_run_url: str = ""
+    metric: str = "roc_auc"  # training.metric: what `current_metric` measures
 
     @property
     def retrain(self) -> bool:
         return Verdict(self.verdict, self.reasons).retrain
 
     @property
-    def current_roc_auc(self) -> float | None:
-        return self.figures.get("current_roc_auc")
+    def current_metric(self) -> float | None:
+        """The champion's `metric` on this batch (None without labels)."""
+        return self.figures.get(f"current_{self.metric}")
 
 
 @dataclass
@@ -169,10 +173,20 @@ def load_logged_batch(config: ProjectConfig, first: date | None, last: date | No
     return LoadedBatch(name, None, prediction_log_frame(log, config), timestamp=stamp)
 
 
-def score(model: Any, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def score(
+    model: Any, frame: pd.DataFrame, columns: list[str], objective: Objective, classes: Any = None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The frame with the champion's score (and, multiclass, its predicted class) beside the
+    features, and the champion's full answer for the quality figures."""
     out = frame.copy()
-    out[SCORE] = positive_proba(model, frame[columns]) if len(frame) else pd.Series(dtype="float64")
-    return out
+    if not len(frame):
+        out[SCORE] = pd.Series(dtype="float64")
+        return out, np.empty(0)
+    prediction = objective.predict(model, frame[columns], classes)
+    out[SCORE] = objective.score_of(prediction)
+    if objective.kind == "multiclass":
+        out[PREDICTED_CLASS] = objective.labels(prediction, classes)
+    return out, prediction
 
 
 def render_files(snapshot: Any, summary: dict[str, Any], folder: Path) -> dict[str, Path]:
@@ -206,8 +220,8 @@ def verdict_markdown(
             "n_drifted_columns",
             "prediction_drift",
             "label_drift",
-            "current_roc_auc",
-            "reference_roc_auc",
+            f"current_{outcome.metric}",
+            f"reference_{outcome.metric}",
         ):
             if key in outcome.figures:
                 lines.append(f"| {key} | {outcome.figures[key]:.4g} |")
@@ -289,11 +303,14 @@ def judge_batch(
     reference = sample_rows(reference, settings.reference_max_rows, config.training.seed)
     pipeline = tracker.load_model(model.name, model.version)
     features = config.features.columns
-    reference, scored = score(pipeline, reference, features), score(pipeline, current.frame, features)
+    objective = Objective.of(config)
+    classes = objective.model_classes(pipeline) if objective.kind == "multiclass" else None
+    reference, _ = score(pipeline, reference, features, objective, classes)
+    scored, prediction = score(pipeline, current.frame, features, objective, classes)
     plan = plan_columns(reference, scored, numeric, categorical, current.issues)
     quality: dict[str, float] = {}
     if label is not None:
-        quality, why_not = current_quality(scored, label, config.training.threshold)
+        quality, why_not = current_quality(scored, label, prediction, objective, classes)
         notes += [why_not] if why_not else []
     snapshot = None
     if plan.columns:
@@ -306,6 +323,7 @@ def judge_batch(
             loaded.name,
             {"model": f"{model.name}/{model.version}", "batch": loaded.name},
             loaded.timestamp,
+            objective.kind,
         )
     figures = figures_from_snapshot(
         snapshot.dict() if snapshot is not None else {},
@@ -316,7 +334,8 @@ def judge_batch(
         len(reference),
         label,
         quality,
-        tracker.holdout_metrics(model.run_id).get("holdout_roc_auc"),
+        tracker.holdout_metrics(model.run_id).get(f"holdout_{objective.metric}"),
+        objective,
     )
     return Judgement(judge(figures, settings), notes, figures, plan, snapshot)
 
@@ -436,6 +455,7 @@ def monitoring(request: MonitoringRequest = MonitoringRequest()) -> MonitoringOu
         unseen=plan.unseen if plan else {},
         notes=judgement.notes,
         prefect_run_url=prefect_run_url(config),
+        metric=config.training.metric,
     )
     record(tracker, config, request, model, judgement, outcome)
     publish(outcome, judgement, config.monitoring.key_features)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import getpass
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,7 @@ from mlops.names import (
     PROMOTION_TAG,
     VALIDATION_TAG,
 )
+from mlops.objective import Objective
 from mlops.periods import period_range
 from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
@@ -75,7 +77,6 @@ from tasks.gates import (
     no_champion_slice_gates,
     operational_gates,
     quality_gates,
-    require_both_classes,
     require_slice_columns,
     require_unseen,
     skip,
@@ -239,7 +240,7 @@ def load_eval_data(config: ProjectConfig, period: str) -> tuple[pd.DataFrame, np
     batch = {period: batches[period].frame}
     labelled = build_features.submit(batch, dimension_frames(batches), config, fingerprint).result()
     y = labelled.frame[config.target.label].to_numpy()
-    require_both_classes(y, f"evaluation month {period}")
+    Objective.of(config).require_scorable(y, f"evaluation period {period}")
     return labelled.frame[config.features.columns], y
 
 
@@ -295,30 +296,26 @@ def run_gates(
     )
 
     started = time.perf_counter()
-    scored = {
-        challenger.version: score_version.submit(
-            tracker.load_model(name, challenger.version), X, challenger.version
-        )
-    }
-    if champion is not None:
-        scored[champion.version] = score_version.submit(
-            tracker.load_model(name, champion.version), X, champion.version
-        )
-    challenger_proba = scored[challenger.version].result()
-    champion_proba = scored[champion.version].result() if champion is not None else None
+    objective = Objective.of(config)
+    models = {v.version: tracker.load_model(name, v.version) for v in (challenger, champion) if v is not None}
+    # Both models answer in one class order, so their probabilities compare column by column.
+    classes = objective.model_classes(*models.values()) if objective.kind == "multiclass" else None
+    scored = {v: score_version.submit(m, X, v, objective, classes) for v, m in models.items()}
+    challenger_answer = scored[challenger.version].result()
+    champion_answer = scored[champion.version].result() if champion is not None else None
     seconds["load_and_score_models"] = time.perf_counter() - started
-    gates += quality_gates(y, challenger_proba, settings.quality)
+    gates += quality_gates(y, challenger_answer, settings.quality, objective, classes)
 
     comparison = None
-    if champion_proba is not None:
+    if champion_answer is not None:
         comparison = compare_with_champion.submit(
-            y, challenger_proba, champion_proba, settings.champion, settings.seed
+            y, challenger_answer, champion_answer, settings.champion, settings.seed, objective, classes
         ).result()
         seconds["bootstrap"] = comparison.seconds
-    gates += champion_gates(comparison, settings.champion, champion_version)
+    gates += champion_gates(comparison, settings.champion, champion_version, objective.metric)
 
     slice_results, slice_rows = evaluate_slices(
-        config, X, y, challenger_proba, champion_proba, champion_version
+        config, X, y, challenger_answer, champion_answer, champion_version, objective, classes
     )
     gates += slice_results
 
@@ -336,17 +333,19 @@ def evaluate_slices(
     config: ProjectConfig,
     X: pd.DataFrame,
     y: np.ndarray,
-    challenger_proba: np.ndarray,
-    champion_proba: np.ndarray | None,
+    challenger_answer: np.ndarray,
+    champion_answer: np.ndarray | None,
     champion_version: str | None,
+    objective: Objective,
+    classes: Sequence[Any] | None,
 ) -> tuple[list[GateResult], list[SliceRow]]:
     """Gate 4: one task per slice column, on the task runner `compute` configures; the
     same result as `slice_gates` computes in one go."""
     settings = config.promotion.slices
     require_slice_columns(list(X.columns), settings)
-    if champion_proba is None or champion_version is None:
+    if champion_answer is None or champion_version is None:
         return no_champion_slice_gates(settings), []
-    scores = (y, challenger_proba, champion_proba, settings)
+    scores = (y, challenger_answer, champion_answer, settings, objective, classes)
     with stage_runner(config.compute) as runner:
         futures = {c: submit(runner, compare_slice_column, c, X[c], *scores) for c in settings.columns}
         per_column = {column: future.result() for column, future in futures.items()}
@@ -478,7 +477,7 @@ def decision_metrics(evaluation: Evaluation) -> dict[str, float]:
     metrics = {f"gate_{g.name.replace('.', '_')}": g.value for g in evaluation.gates if g.value is not None}
     if evaluation.comparison:
         c = evaluation.comparison
-        metrics |= {"challenger_roc_auc": c.challenger_auc, "champion_roc_auc": c.champion_auc}
+        metrics |= {f"challenger_{c.metric}": c.challenger_value, f"champion_{c.metric}": c.champion_value}
     metrics |= {f"seconds_{k}": v for k, v in evaluation.seconds.items()}
     return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
 
@@ -526,7 +525,9 @@ def record(
     )
     if evaluation.slices:
         create_table_artifact(
-            [asdict(r) for r in evaluation.slices], key="promotion-slices", description="ROC-AUC per slice"
+            [asdict(r) for r in evaluation.slices],
+            key="promotion-slices",
+            description=f"{Objective.of(config).metric_name} per slice",
         )
     create_markdown_artifact(
         decision_markdown(decision, tracker), key="promotion-decision", description=f"{name}: {verdict_word}"

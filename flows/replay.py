@@ -5,7 +5,7 @@ Bootstrap: train on the first months (three by default) and make that version th
 replay needs a model to start from, and the note says so). Then, for
 every later month: monitor it against the champion; when the verdict says retrain, run the
 retraining flow (train on the months before, let the promotion gates judge on this month);
-move on. The timeline (a table and a plot of the champion's ROC-AUC on each month, with the
+move on. The timeline (a table and a plot of the champion's metric on each period, with the
 decisions marked, beside the bootstrap model that was never retrained) goes to MLflow and
 to a Prefect artifact.
 
@@ -29,12 +29,13 @@ from pydantic import BaseModel, Field
 
 from flows.monitoring import MonitoringOutcome, MonitoringRequest, monitoring
 from flows.retraining import RetrainingOutcome, RetrainingRequest, retraining
-from flows.stages import model_roc_auc, prefect_run_url
+from flows.stages import model_metric, prefect_run_url
 from flows.training import TrainingOutcome, TrainingRequest
 from flows.training import training_pipeline as training_flow
 from mlops.config import ProjectConfig, load_config, save_config
 from mlops.errors import ConfigError, LandingError, NoBetterThanBaselineError
 from mlops.names import CHAMPION, PREVIOUS
+from mlops.objective import NAMES
 from mlops.periods import PERIOD_PATTERN, period_range
 from mlops.storage import Stores
 from mlops.tracking import Tracker
@@ -59,8 +60,8 @@ class TimelineRow:
     verdict: str
     drift_share: float | None
     drifted_columns: list[str]
-    champion_roc_auc: float | None  # on this month
-    frozen_roc_auc: float | None  # the bootstrap model, never retrained, on this month
+    champion_metric: float | None  # training.metric on this month
+    frozen_metric: float | None  # the bootstrap model, never retrained, on this month
     retrained_version: str | None = None
     decision: str = "-"  # promoted | rejected | not registered | nothing to retrain on | -
     champion_after: str = ""
@@ -80,6 +81,7 @@ class ReplayOutcome:
     mlflow_run_url: str = ""
     prefect_run_url: str = ""
     config_path: str = ""  # the replay's config (its own registry names)
+    metric: str = "roc_auc"  # training.metric: what the timeline follows
 
     def mean(self, column: str) -> float | None:
         values = [getattr(r, column) for r in self.rows if getattr(r, column) is not None]
@@ -153,8 +155,8 @@ def timeline_png(outcome: ReplayOutcome) -> bytes:
 
     rows = outcome.rows
     x = np.arange(len(rows))
-    champion = [np.nan if r.champion_roc_auc is None else r.champion_roc_auc for r in rows]
-    frozen = [np.nan if r.frozen_roc_auc is None else r.frozen_roc_auc for r in rows]
+    champion = [np.nan if r.champion_metric is None else r.champion_metric for r in rows]
+    frozen = [np.nan if r.frozen_metric is None else r.frozen_metric for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(rows) + 2), 4.2))
     ax.plot(x, champion, "-o", color="tab:blue", label="champion of the month (the loop)")
     ax.plot(
@@ -181,7 +183,7 @@ def timeline_png(outcome: ReplayOutcome) -> bytes:
         if row.verdict.endswith("_retrain"):
             ax.axvspan(i - 0.4, i + 0.4, color="tab:red", alpha=0.06, lw=0)
     ax.set_xticks(x, [r.period for r in rows], rotation=45, ha="right")
-    ax.set_ylabel("ROC-AUC on the month")
+    ax.set_ylabel(f"{NAMES.get(outcome.metric, outcome.metric)} on the period")
     ax.set_title(f"{outcome.model_name}: replay {outcome.start}..{outcome.end} (shaded: retraining asked)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
@@ -192,7 +194,8 @@ def timeline_png(outcome: ReplayOutcome) -> bytes:
 
 
 def timeline_markdown(outcome: ReplayOutcome) -> str:
-    loop, frozen = outcome.mean("champion_roc_auc"), outcome.mean("frozen_roc_auc")
+    loop, frozen = outcome.mean("champion_metric"), outcome.mean("frozen_metric")
+    name = NAMES.get(outcome.metric, outcome.metric)
     lines = [
         f"## Replay {outcome.start}..{outcome.end}: {outcome.model_name}",
         "",
@@ -200,20 +203,20 @@ def timeline_markdown(outcome: ReplayOutcome) -> str:
     ]
     if loop is not None and frozen is not None:
         lines.append(
-            f"Mean ROC-AUC over the monitored months: **{loop:.4f}** with the loop, {frozen:.4f} never"
+            f"Mean {name} over the monitored periods: **{loop:.4f}** with the loop, {frozen:.4f} never"
             f" retrained ({loop - frozen:+.4f})."
         )
     lines += [
         *[f"_{note}_" for note in outcome.notes],
         "",
-        "| month | champion | verdict | drift share |"
-        " champion ROC-AUC | never retrained | retrained | decision | champion after |",
+        "| period | champion | verdict | drift share |"
+        f" champion {name} | never retrained | retrained | decision | champion after |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in outcome.rows:
         lines.append(
-            f"| {r.period} | v{r.champion_version} | {r.verdict} | {_fmt(r.drift_share)} | {_fmt(r.champion_roc_auc)}"
-            f" | {_fmt(r.frozen_roc_auc)} | {'v' + r.retrained_version if r.retrained_version else '-'}"
+            f"| {r.period} | v{r.champion_version} | {r.verdict} | {_fmt(r.drift_share)} | {_fmt(r.champion_metric)}"
+            f" | {_fmt(r.frozen_metric)} | {'v' + r.retrained_version if r.retrained_version else '-'}"
             f" | {r.decision} | v{r.champion_after} |"
         )
     lines += ["", f"[MLflow run with the plot]({outcome.mlflow_run_url})"]
@@ -240,8 +243,8 @@ def record(tracker: Tracker, outcome: ReplayOutcome, png: bytes, folder: Path) -
         metrics={
             k: v
             for k, v in {
-                "mean_champion_roc_auc": outcome.mean("champion_roc_auc"),
-                "mean_frozen_roc_auc": outcome.mean("frozen_roc_auc"),
+                f"mean_champion_{outcome.metric}": outcome.mean("champion_metric"),
+                f"mean_frozen_{outcome.metric}": outcome.mean("frozen_metric"),
                 "retrainings": float(sum(r.retrained_version is not None for r in outcome.rows)),
                 "promotions": float(sum(r.decision == "promoted" for r in outcome.rows)),
             }.items()
@@ -251,14 +254,14 @@ def record(tracker: Tracker, outcome: ReplayOutcome, png: bytes, folder: Path) -
     )
     # One step per month, so the MLflow UI draws both curves over the months.
     series: dict[str, list[tuple[int, float]]] = {
-        "champion_roc_auc": [],
-        "frozen_roc_auc": [],
+        f"champion_{outcome.metric}": [],
+        f"frozen_{outcome.metric}": [],
         "drift_share": [],
     }
     for step, row in enumerate(outcome.rows):
         for name, value in (
-            ("champion_roc_auc", row.champion_roc_auc),
-            ("frozen_roc_auc", row.frozen_roc_auc),
+            (f"champion_{outcome.metric}", row.champion_metric),
+            (f"frozen_{outcome.metric}", row.frozen_metric),
             ("drift_share", row.drift_share),
         ):
             if value is not None:
@@ -317,6 +320,7 @@ def replay(request: ReplayRequest = ReplayRequest()) -> ReplayOutcome:  # noqa: 
         notes=notes,
         prefect_run_url=prefect_run_url(config),
         config_path=config_path,
+        metric=config.training.metric,
     )
 
     for period in periods[len(bootstrap_periods) :]:
@@ -324,9 +328,9 @@ def replay(request: ReplayRequest = ReplayRequest()) -> ReplayOutcome:  # noqa: 
             MonitoringRequest(config_path=config_path, period=period, request_retraining=False)
         )
         frozen = (
-            checked.current_roc_auc
+            checked.current_metric
             if checked.model_version == first.model_version
-            else model_roc_auc(config, stores, frozen_model, first.model_version, period)
+            else model_metric(config, stores, frozen_model, first.model_version, period)
         )
         row = TimelineRow(
             period=period,
@@ -334,8 +338,8 @@ def replay(request: ReplayRequest = ReplayRequest()) -> ReplayOutcome:  # noqa: 
             verdict=checked.verdict,
             drift_share=checked.figures.get("drift_share"),
             drifted_columns=checked.drifted_columns,
-            champion_roc_auc=checked.current_roc_auc,
-            frozen_roc_auc=frozen,
+            champion_metric=checked.current_metric,
+            frozen_metric=frozen,
             reasons=checked.reasons,
         )
         if checked.retrain:
@@ -354,12 +358,13 @@ def replay(request: ReplayRequest = ReplayRequest()) -> ReplayOutcome:  # noqa: 
         row.champion_after = tracker.aliases(name).get(CHAMPION, "")
         outcome.rows.append(row)
         logger.info(
-            "%s: %s against v%s (ROC-AUC %s, never retrained %s) -> %s",
+            "%s: %s against v%s (%s %s, never retrained %s) -> %s",
             period,
             row.verdict,
             row.champion_version,
-            _fmt(row.champion_roc_auc),
-            _fmt(row.frozen_roc_auc),
+            outcome.metric,
+            _fmt(row.champion_metric),
+            _fmt(row.frozen_metric),
             row.decision,
         )
 

@@ -27,6 +27,7 @@ from flows.stages import batch_fingerprint, build_features_uncached, prefect_run
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import ConfigError, TrainingError
 from mlops.names import CONFIG_FILE, INPUTS_FILE, PACKAGES_FILE, TRAINING_FINGERPRINT_TAG
+from mlops.objective import Objective
 from mlops.storage import Stores
 from mlops.tracking import RunRecord, Tracker, code_version
 from tasks.features import time_split
@@ -110,8 +111,11 @@ def rebuild(
     batches = {s.period: frame for s, frame in snapshots if s.period is not None}
     dims = {s.table: frame for s, frame in snapshots if s.period is None}
     training = build_features_uncached.submit(batches, dims, config, fingerprint).result()
-    split = time_split(training, config.features, config.target.label, config.split.holdout_periods)
-    fit_args = (split, config.features, config.training, config.split.cv_folds)
+    split = time_split(
+        training, config.features, config.target.label, config.split.holdout_periods, config.data.time_column
+    )
+    objective = Objective.of(config)
+    fit_args = (split, config.features, config.training, objective, config.split.cv_folds)
     with stage_runner(config.compute) as runner:
         futures = [
             submit(runner, train_candidate_uncached, c, *fit_args, openmp_threads=1)
@@ -119,9 +123,7 @@ def rebuild(
         ]
         results = [f.result() for f in futures]
     try:
-        best: CandidateResult | None = select_best(
-            results, config.training.metric, config.training.min_gain_over_baseline
-        )
+        best: CandidateResult | None = select_best(results, objective, config.training.min_gain_over_baseline)
         failure = None
     except TrainingError as exc:
         best, failure = None, str(exc)

@@ -11,6 +11,7 @@ the flow run at the end.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +26,12 @@ from prefect.tasks import exponential_backoff
 from flows.probe import ModelProbe
 from mlops.config import ChampionGateConfig, ProjectConfig
 from mlops.errors import BadBatchError, MlopsError
+from mlops.objective import Objective
 from mlops.storage import Store, Stores
 from mlops.tracking import Tracker
 from tasks.drift import Lineage, build_current_frame, build_reference, current_quality, run_report
 from tasks.features import build_training_frame, fingerprint_inputs
-from tasks.gates import AucComparison, ProbeResult, compare_roc_auc, positive_proba, slice_rows
+from tasks.gates import MetricComparison, ProbeResult, compare_with_bootstrap, slice_rows
 from tasks.ingest import Snapshot, ingest_file, quarantine_batch
 from tasks.lineage import collect_lineage
 from tasks.lineage_render import lineage_markdown
@@ -112,15 +114,25 @@ evidently_report = task(
 
 
 @task(task_run_name="score v{version}", cache_policy=NO_CACHE, persist_result=False)
-def score_version(model: Any, X: pd.DataFrame, version: str) -> np.ndarray:
-    return positive_proba(model, X)
+def score_version(
+    model: Any, X: pd.DataFrame, version: str, objective: Objective, classes: Sequence[Any] | None = None
+) -> np.ndarray:
+    return objective.predict(model, X, classes)
 
 
-@task(task_run_name="bootstrap the ROC-AUC gain", cache_policy=NO_CACHE, persist_result=False)
+@task(task_run_name="bootstrap the {objective.metric} gain", cache_policy=NO_CACHE, persist_result=False)
 def compare_with_champion(
-    y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, settings: ChampionGateConfig, seed: int
-) -> AucComparison:
-    return compare_roc_auc(y, challenger, champion, settings.bootstrap_resamples, settings.confidence, seed)
+    y: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    settings: ChampionGateConfig,
+    seed: int,
+    objective: Objective,
+    classes: Sequence[Any] | None = None,
+) -> MetricComparison:
+    return compare_with_bootstrap(
+        objective, y, challenger, champion, settings.bootstrap_resamples, settings.confidence, seed, classes
+    )
 
 
 compare_slice_column = task(
@@ -138,17 +150,19 @@ def probe_operational(probe: ModelProbe, rows: pd.DataFrame) -> ProbeResult:
 
 
 @task(task_run_name="v{version} on {period}", cache_policy=NO_CACHE, persist_result=False)
-def model_roc_auc(
+def model_metric(
     config: ProjectConfig, stores: Stores, model: Any, version: str, period: str
 ) -> float | None:
-    """ROC-AUC of a model on a landed month, shaped the way monitoring shapes it."""
+    """A model's `training.metric` on a landed period, shaped the way monitoring shapes it."""
+    objective = Objective.of(config)
     batches = ingest_batches(config, stores, [period])
     current = build_current_frame(batches[period].frame, dimension_frames(batches), config)
     if not current.labelled or current.frame.empty:
         return None
-    frame = current.frame.assign(score=positive_proba(model, current.frame[config.features.columns]))
-    metrics, _ = current_quality(frame, config.target.label, config.training.threshold)
-    return metrics.get("roc_auc")
+    classes = objective.model_classes(model) if objective.kind == "multiclass" else None
+    prediction = objective.predict(model, current.frame[config.features.columns], classes)
+    metrics, _ = current_quality(current.frame, config.target.label, prediction, objective, classes)
+    return metrics.get(objective.metric)
 
 
 # -- the shared stages: landing → snapshot → validated batch ------------------------------

@@ -50,12 +50,13 @@ from mlops.names import (
     VALIDATION_SUMMARY_FILE,
     VALIDATION_TAG,
 )
+from mlops.objective import HEADLINE, NAMES, Objective
 from mlops.periods import PERIOD_PATTERN, period_range
 from mlops.storage import Stores
-from mlops.tracking import RegisteredVersion, Tracker, code_version
+from mlops.tracking import RegisteredVersion, Tracker, code_version, skops_types
 from tasks.features import Split, TrainingFrame, time_split
 from tasks.lineage_records import config_record, environment_record, validation_record
-from tasks.train import CandidateResult, select_best
+from tasks.train import CandidateResult, check_candidates, select_best
 from tasks.validate import ValidationReport, load_suite_json, render_data_docs
 
 
@@ -94,7 +95,9 @@ def prepare_split(
         report = validate_batch.submit(training.frame, suite, f"training@{fingerprint}", None, None).result()
         if not report.success:
             raise BadBatchError(f"the labelled training frame failed validation:\n{report.summary()}")
-    split = time_split(training, config.features, config.target.label, config.split.holdout_periods)
+    split = time_split(
+        training, config.features, config.target.label, config.split.holdout_periods, config.data.time_column
+    )
     return training, split, report
 
 
@@ -103,17 +106,28 @@ def train_candidates(config: ProjectConfig, split: Split) -> tuple[list[Candidat
     # Parallelism comes from running candidates side by side; OpenMP threads inside each
     # fit would fight over the same cores (9x slower for small fits on 2 cores, measured).
     # Where they run (threads here, or a Dask cluster) is `compute` in the config.
-    inputs = (split, config.features, config.training, config.split.cv_folds)
+    objective = Objective.of(config)
+    inputs = (split, config.features, config.training, objective, config.split.cv_folds)
     with stage_runner(config.compute) as runner:
         futures = [
             submit(runner, train_candidate, c, *inputs, openmp_threads=1) for c in config.training.candidates
         ]
         results = [f.result() for f in futures]
-    best = select_best(results, config.training.metric, config.training.min_gain_over_baseline)
+    best = select_best(results, objective, config.training.min_gain_over_baseline)
     return results, best
 
 
 # -- recording ----------------------------------------------------------------------------
+
+
+def target_description(config: ProjectConfig) -> str:
+    target = config.target
+    if target.kind == "binary":
+        return f"{target.column} {target.op} {target.value}"
+    if target.kind == "multiclass" and target.classes:
+        bins = f" cut at {target.bins}" if target.bins else ""
+        return f"{target.column} as classes {target.classes}{bins}"
+    return f"{target.column} ({target.kind})"
 
 
 def record_inputs(tracker: Tracker, batches: dict[str, Batch], holdout: list[str]) -> None:
@@ -190,28 +204,40 @@ def register_best(
         CANDIDATE_TAG: best.name,
         SNAPSHOTS_TAG: json.dumps({b.name.split("@")[0]: b.snapshot.sha256 for b in batches.values()}),
     }
+    objective = Objective.of(config)
     description = (
-        f"{best.name} trained on {', '.join(split.train_periods)}; holdout {', '.join(split.holdout_periods)} "
-        f"ROC-AUC {headline['roc_auc']:.4f}. Prefect run: {run_tags['prefect_flow_run_url']}"
+        f"{best.name} ({config.target.kind} {config.target.column}) trained on {', '.join(split.train_periods)};"
+        f" holdout {', '.join(split.holdout_periods)} {objective.metric_name}"
+        f" {headline[objective.metric]:.4f}. Prefect run: {run_tags['prefect_flow_run_url']}"
     )
     if found is not None:  # a run killed while registering it: finish what it started
         return tracker.finish_registration(found, description)
     return tracker.register_model(
-        best.pipeline, config.registry.model_name, split.X_holdout, tags, description
+        best.pipeline,
+        config.registry.model_name,
+        split.X_holdout,
+        tags,
+        description,
+        trusted_types=skops_types(best.pipeline),
     )
 
 
-def leaderboard_markdown(results: list[CandidateResult], best: CandidateResult, metric: str) -> str:
+def leaderboard_markdown(results: list[CandidateResult], best: CandidateResult, objective: Objective) -> str:
+    """Candidates best first by the holdout metric, with the kind's headline metrics."""
+    columns = [objective.metric, *(m for m in HEADLINE[objective.kind] if m != objective.metric)]
+    names = " | ".join(f"holdout {NAMES.get(m, m)}" for m in columns)
     lines = [
-        f"| candidate | baseline | CV {metric} | holdout ROC-AUC | PR-AUC | F1 | Brier | fit s |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| candidate | baseline | CV {objective.metric} | {names} | fit s |",
+        "|---|---|---|" + "---|" * len(columns) + "---|",
     ]
-    for r in sorted(results, key=lambda r: -r.evaluation.metrics["roc_auc"]):
+    sign = -1.0 if objective.higher_is_better else 1.0
+    for r in sorted(results, key=lambda r: sign * r.evaluation.metrics[objective.metric]):
         m = r.evaluation.metrics
         name = f"**{r.name}** (selected)" if r is best else r.name
+        values = " | ".join(f"{m.get(c, float('nan')):.4f}" for c in columns)
         lines.append(
-            f"| {name} | {'yes' if r.baseline else ''} | {r.cv_mean:.4f} ± {r.cv_std:.4f} | {m['roc_auc']:.4f} "
-            f"| {m['pr_auc']:.4f} | {m['f1']:.4f} | {m['brier']:.4f} | {r.fit_seconds:.1f} |"
+            f"| {name} | {'yes' if r.baseline else ''} | {r.cv_mean:.4f} ± {r.cv_std:.4f} | {values} "
+            f"| {r.fit_seconds:.1f} |"
         )
     return "\n".join(lines)
 
@@ -224,6 +250,7 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
     logger = get_run_logger()
     config = load_config(request.config_path)
     periods = period_range(request.start, request.end)
+    check_candidates(config)  # a wrong estimator fails here, before any data is read
     stores = Stores.from_config(config)
     tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)  # fails fast if down
     run_tags = {
@@ -240,7 +267,7 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
             {
                 "start": request.start,
                 "end": request.end,
-                "target": f"{config.target.column} {config.target.op} {config.target.value}",
+                "target": target_description(config),
                 "features": ",".join(config.features.columns),
                 "candidates": ",".join(c.name for c in config.training.candidates),
                 "metric": config.training.metric,
@@ -304,7 +331,7 @@ def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingO
         f"Periods {periods[0]}..{periods[-1]}: {len(split.X_train)} train rows "
         f"({', '.join(split.train_periods)}), {len(split.X_holdout)} holdout rows "
         f"({', '.join(split.holdout_periods)}); {training.unlabelled_rows} rows without a label dropped.\n\n"
-        + leaderboard_markdown(results, best, config.training.metric)
+        + leaderboard_markdown(results, best, Objective.of(config))
         + f"\n\n[MLflow run]({outcome.mlflow_run_url}) · [model version]({outcome.model_version_url})",
         key="training-summary",
         description="Candidates, the selected model, and links to MLflow",

@@ -14,7 +14,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlops.errors import ConfigError
 
@@ -81,11 +89,59 @@ class DataConfig(Strict):
         return self
 
 
+TaskKind = Literal["binary", "multiclass", "regression"]
+# What `training.metric` and the quality limits may name for each kind, and whether higher
+# is better (mlops.objective computes them).
+TASK_METRICS: dict[str, dict[str, bool]] = {
+    "binary": {
+        "roc_auc": True,
+        "pr_auc": True,
+        "log_loss": False,
+        "brier": False,
+        "f1": True,
+        "accuracy": True,
+    },
+    "multiclass": {"log_loss": False, "macro_f1": True, "accuracy": True, "roc_auc_ovr": True},
+    "regression": {"rmse": False, "mae": False, "r2": True, "mape": False},
+}
+DEFAULT_METRIC: dict[str, str] = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
+
+
 class TargetConfig(Strict):
+    """What a model predicts. binary: a 0/1 label made by `column op value`; multiclass: the
+    column's values are the classes (`classes` fixes their order and rejects others; `bins`
+    cuts a numeric column into them); regression: the column as a number."""
+
+    kind: TaskKind = "binary"
     column: str
-    op: Literal[">=", ">", "<=", "<", "==", "!=", "in"]
-    value: float | str | list[float | str]
-    label: str = "label"  # name of the 0/1 column the pipeline derives
+    op: Literal[">=", ">", "<=", "<", "==", "!=", "in"] | None = None
+    value: float | str | list[float | str] | None = None
+    classes: list[str | int] | None = None
+    bins: list[float] | None = None  # multiclass: edges; below bins[0] is classes[0], and so on
+    label: str = "label"  # name of the column the pipeline derives (0/1, class or number)
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> TargetConfig:
+        if self.kind == "binary":
+            if self.op is None or self.value is None:
+                raise ValueError("a binary target needs op and value (the rule that makes a 1)")
+            if self.classes or self.bins:
+                raise ValueError("classes and bins are for kind: multiclass")
+            return self
+        if self.op is not None or self.value is not None:
+            raise ValueError(f"op and value make a binary label; a {self.kind} target takes the column as is")
+        if self.kind == "regression" and (self.classes or self.bins):
+            raise ValueError("classes and bins are for kind: multiclass")
+        if self.classes is not None and (
+            len(set(self.classes)) != len(self.classes) or len(self.classes) < 2
+        ):
+            raise ValueError(f"classes must be two or more distinct values, got {self.classes}")
+        if self.bins is not None:
+            if self.classes is None or len(self.classes) != len(self.bins) + 1:
+                raise ValueError("bins needs classes, one more class than edges")
+            if sorted(self.bins) != self.bins or len(set(self.bins)) != len(self.bins):
+                raise ValueError(f"bins must increase, got {self.bins}")
+        return self
 
 
 class FeaturesConfig(Strict):
@@ -111,7 +167,9 @@ class SplitConfig(Strict):
     cv_folds: int = Field(3, ge=2)  # time-ordered folds for the hyperparameter search
 
 
-EstimatorKind = Literal["dummy", "logistic_regression", "hist_gradient_boosting", "random_forest"]
+# The short names pick the regressor or classifier for target.kind (tasks/train.py);
+# anything else is a dotted path to a scikit-learn-compatible class, checked at start.
+SHORT_ESTIMATORS = ("dummy", "linear", "logistic_regression", "hist_gradient_boosting", "random_forest")
 
 
 class Distribution(Strict):
@@ -130,7 +188,7 @@ class Distribution(Strict):
 
 class CandidateConfig(Strict):
     name: str
-    estimator: EstimatorKind
+    estimator: str  # a short name above, or e.g. sklearn.linear_model.Ridge, lightgbm.LGBMRegressor
     baseline: bool = False
     encoding: Literal["onehot", "ordinal"] = "onehot"
     params: dict[str, Any] = {}
@@ -140,9 +198,9 @@ class CandidateConfig(Strict):
 
 class TrainingConfig(Strict):
     seed: int = 42
-    metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
+    metric: str = "roc_auc"  # one of TASK_METRICS[target.kind]; defaults by kind
     min_gain_over_baseline: float = 0.0
-    threshold: float = Field(0.5, gt=0, lt=1)  # probability that makes a positive label
+    threshold: float = Field(0.5, gt=0, lt=1)  # binary: the probability that makes a positive label
     max_train_rows: int | None = Field(None, ge=100)  # seeded subsample of the train split
     importance_rows: int = Field(5000, ge=100)  # holdout rows used for permutation importance
     importance_repeats: int = Field(3, ge=1)
@@ -166,19 +224,37 @@ class RegistryConfig(Strict):
 
 
 class QualityGateConfig(Strict):
-    min_roc_auc: float = Field(0.65, ge=0, le=1)
-    max_brier: float = Field(0.2, ge=0, le=1)
+    """Absolute limits on the challenger's metrics (names from TASK_METRICS of the target's kind).
+    With none set, a binary model must reach ROC-AUC 0.65 and Brier 0.2; other kinds have none."""
+
+    min: dict[str, float] = {}  # metric -> the lowest value that passes
+    max: dict[str, float] = {}  # metric -> the highest value that passes
+    min_roc_auc: float | None = Field(None, ge=0, le=1)  # the same as min: {roc_auc: ...}
+    max_brier: float | None = Field(None, ge=0, le=1)  # the same as max: {brier: ...}
+
+    def limits(self, kind: str) -> list[tuple[str, str, float]]:
+        """(metric, op, threshold) of each limit, in a stable order."""
+        lows, highs = dict(self.min), dict(self.max)
+        if self.min_roc_auc is not None:
+            lows["roc_auc"] = self.min_roc_auc
+        if self.max_brier is not None:
+            highs["brier"] = self.max_brier
+        if kind == "binary" and not lows and not highs:
+            lows, highs = {"roc_auc": 0.65}, {"brier": 0.2}
+        return [(m, ">=", v) for m, v in lows.items()] + [(m, "<=", v) for m, v in highs.items()]
 
 
 class ChampionGateConfig(Strict):
-    min_roc_auc_gain: float = Field(0.0, ge=0, le=1)  # point estimate, challenger minus champion
+    # point estimate of the gain in training.metric (better minus worse; lower RMSE is a gain)
+    min_gain: float = Field(0.0, ge=0, validation_alias=AliasChoices("min_gain", "min_roc_auc_gain"))
     bootstrap_resamples: int = Field(1000, ge=100)  # paired resamples for the confidence interval
     confidence: float = Field(0.95, gt=0.5, lt=1)  # its lower bound must be above zero
 
 
 class SliceGateConfig(Strict):
     columns: list[str] = []  # one gate per column: no value of it may lose much to the champion
-    max_roc_auc_drop: float = Field(0.03, ge=0, le=1)
+    # in training.metric: how much worse than the champion a slice may be
+    max_drop: float = Field(0.03, ge=0, validation_alias=AliasChoices("max_drop", "max_roc_auc_drop"))
     min_rows: int = Field(200, ge=10)  # smaller slices are skipped (and listed as skipped)
 
 
@@ -248,7 +324,10 @@ class MonitoringConfig(Strict):
     drift_share: float = Field(0.5, gt=0, le=1)  # this share of drifted columns makes the batch drifted
     prediction_threshold: float = Field(0.1, gt=0)  # drift score of the champion's predicted probability
     label_threshold: float = Field(0.1, gt=0)  # drift score of the label
-    max_roc_auc_drop: float = Field(0.03, ge=0, le=1)  # below the champion's holdout ROC-AUC
+    # how much worse than its holdout, in training.metric, the champion may do on a batch
+    max_metric_drop: float = Field(
+        0.03, ge=0, validation_alias=AliasChoices("max_metric_drop", "max_roc_auc_drop")
+    )
     min_rows: int = Field(200, ge=1)  # fewer rows in a batch cannot be judged
     max_unassessable_share: float = Field(0.5, ge=0, le=1)  # more columns than this unassessable: no verdict
     reference_max_rows: int | None = Field(None, ge=1000)  # seeded sample of the reference (speed)
@@ -381,6 +460,31 @@ class ProjectConfig(Strict):
     # Set by `load_config`, not by the file: where relative paths resolve from.
     root: Annotated[Path, Field(exclude=True)] = Path(".")
     expectations_dir: str = "expectations"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metric_of_kind(cls, raw: Any) -> Any:
+        """training.metric defaults by the target's kind (ROC-AUC, log loss, RMSE)."""
+        training, target = (raw.get(k) if isinstance(raw, dict) else None for k in ("training", "target"))
+        if isinstance(training, dict) and isinstance(target, dict) and "metric" not in training:
+            metric = DEFAULT_METRIC.get(target.get("kind", "binary"), "roc_auc")
+            raw = {**raw, "training": {**training, "metric": metric}}
+        return raw
+
+    @model_validator(mode="after")
+    def _metrics_fit_kind(self) -> ProjectConfig:
+        kind = self.target.kind
+        known = TASK_METRICS[kind]
+        if self.training.metric not in known:
+            raise ValueError(
+                f"training.metric {self.training.metric!r} does not judge a {kind} target; use one of {sorted(known)}"
+            )
+        for metric, _, _ in self.promotion.quality.limits(kind):
+            if metric not in known:
+                raise ValueError(
+                    f"promotion.quality: {metric!r} is not a metric of a {kind} target; use one of {sorted(known)}"
+                )
+        return self
 
     @field_validator("project")
     @classmethod

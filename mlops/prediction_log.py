@@ -13,9 +13,11 @@ write the same file. Columns, in this order:
 - `request_id`, `timestamp` (UTC, when the request arrived)
 - `model_name`, `model_version`, `arm` (champion / challenger), `mode` (none / shadow /
   canary / ab), `served` (false for a shadow score: logged, never returned)
-- `score` (probability of the positive class), `predicted_label` (0/1 at the training
-  threshold: the service's answer, not the truth; true labels arrive later, see
-  `serving.compare`, joined on `key`)
+- `score`: the model's answer as one number (binary: probability of the positive class;
+  regression: the predicted value; multiclass: the probability of the predicted class)
+- `predicted_label`: the service's answer as a label, not the truth (binary: 0/1 at the
+  training threshold, int8; multiclass: the class, string; regression: null). True labels
+  arrive later, see `serving.compare`, joined on `key`
 
 One optional column, `label` (`LABEL`): the true 0/1 outcome. The service never writes it;
 only a labelled log has it (one made by hand, as the tests do). The monitoring flow uses it
@@ -72,11 +74,14 @@ PARTITION = "date={day}"
 PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/[^/]+\.parquet$")
 
 
-def log_schema(numeric: Sequence[str], categorical: Sequence[str]) -> pa.Schema:
-    """The schema of a log whose features are these columns."""
+def log_schema(numeric: Sequence[str], categorical: Sequence[str], kind: str = "binary") -> pa.Schema:
+    """The schema of a log whose features are these columns, for a target of this kind."""
     fields = [pa.field(c, pa.float64()) for c in numeric]
     fields += [pa.field(c, pa.string()) for c in categorical]
-    return pa.schema([*fields, *META_FIELDS])
+    meta = list(META_FIELDS)
+    if kind == "multiclass":  # a class name, not 0/1
+        meta[-1] = pa.field(PREDICTED_LABEL, pa.string())
+    return pa.schema([*fields, *meta])
 
 
 def log_batch(
@@ -91,10 +96,12 @@ def log_batch(
     mode: str,
     served: bool,
     scores: np.ndarray,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
 ) -> pa.RecordBatch:
-    """One scored chunk as a record batch of the log's schema (`labels`: the predicted ones)."""
+    """One scored chunk as a record batch of the log's schema (`labels`: the predicted ones;
+    None for a regression model, which has none)."""
     n = len(scores)
+    label_type = schema.field(PREDICTED_LABEL).type
     arrays: list[pa.Array] = []
     for name in schema.names:
         if name in columns:
@@ -110,7 +117,9 @@ def log_batch(
         pa.repeat(pa.scalar(mode, pa.string()), n),
         pa.repeat(pa.scalar(served, pa.bool_()), n),
         pa.array(scores, type=pa.float64()),
-        pa.array(labels, type=pa.int8()),
+        pa.nulls(n, type=label_type)
+        if labels is None
+        else pa.array(labels if label_type == pa.int8() else [str(v) for v in labels], type=label_type),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

@@ -63,13 +63,23 @@ def code_version(root: Path) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-def model_requirements() -> list[str]:
-    """The packages a registered model needs to load, pinned to what trained it."""
-    from importlib.metadata import version
+def skops_types(pipeline: Any) -> list[str]:
+    """The types skops does not trust by default that this fitted pipeline holds."""
+    import skops.io as sio
 
-    return [
-        f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
-    ]
+    return sio.get_untrusted_types(data=sio.dumps(pipeline))
+
+
+def model_requirements(trusted_types: list[str] | None = None) -> list[str]:
+    """The packages a registered model needs to load, pinned to what trained it: the stack's,
+    and the distribution of any other library whose types the model holds (lightgbm, ...)."""
+    from importlib.metadata import packages_distributions, version
+
+    packages = ["mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy"]
+    owners = packages_distributions()
+    for module in sorted({t.split(".")[0] for t in trusted_types or []} - {"sklearn", "numpy", "scipy"}):
+        packages += [d for d in owners.get(module, []) if d not in packages]
+    return [f"{pkg}=={version(pkg)}" for pkg in packages]
 
 
 class Tracker:
@@ -197,24 +207,32 @@ class Tracker:
         input_example: pd.DataFrame,
         tags: dict[str, str],
         description: str,
+        trusted_types: list[str] | None = None,
     ) -> RegisteredVersion:
-        """Log the pipeline as a skops-serialised MLflow model and register it as challenger."""
+        """Log the pipeline as a skops-serialised MLflow model and register it as challenger.
+
+        A classifier answers `predict_proba` through pyfunc, a regressor `predict`. The skops
+        types beyond skops' defaults are those the fitted pipeline holds (`trusted_types`, from
+        `skops_types`), so a model of any library loads without trusting more than it needs."""
         import mlflow
         import mlflow.sklearn
         from mlflow.models import infer_signature
 
         example = input_example.head(5)
-        signature = infer_signature(example, pipeline.predict_proba(example))
+        method = "predict_proba" if hasattr(pipeline, "predict_proba") else "predict"
+        signature = infer_signature(example, getattr(pipeline, method)(example))
+        trusted = sorted(set(SKOPS_TRUSTED_TYPES) | set(trusted_types or []))
+        mlflow.log_dict({"trusted_types": trusted}, "model_skops_trusted_types.json")
         info = mlflow.sklearn.log_model(
             pipeline,
             name="model",
             serialization_format="skops",
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            skops_trusted_types=trusted,
             signature=signature,
             input_example=example,
-            pyfunc_predict_fn="predict_proba",
+            pyfunc_predict_fn=method,
             # Stated, not inferred: inference re-imports the model in a subprocess (seconds).
-            pip_requirements=model_requirements(),
+            pip_requirements=model_requirements(trusted),
         )
         # The version and its tags (the training fingerprint among them) in one call: a process
         # killed right after still leaves a version a rerun finds, never an untagged duplicate.

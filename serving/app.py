@@ -35,6 +35,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
 from mlops.config import ProjectConfig, load_config
+from mlops.objective import Objective
 from mlops.prediction_log import log_schema
 from mlops.storage import Store, Stores
 from serving.fastpath import compile_scorer
@@ -64,7 +65,7 @@ def create_app(config: ProjectConfig, own_process: bool = False) -> FastAPI:
         lifespan=service_lifespan(config, schema, store, own_process),
     )
     app.add_exception_handler(Exception, unexpected)
-    add_routes(app)
+    add_routes(app, config.target.kind)
     app.openapi = lambda: openapi_with_request_body(app, schema)  # type: ignore[method-assign]
     return app
 
@@ -75,6 +76,8 @@ def model_preparer(schema: FeatureSchema) -> Callable[[LoadedModel], LoadedModel
     def prepare(model: LoadedModel) -> LoadedModel:
         probe = schema.probe_rows(model.example)
         model.scores(probe)  # fails here, before the swap, if the model cannot score
+        if model.objective.kind != "binary":  # the fast path computes p(positive) only
+            return model
         return replace(model, fast=compile_scorer(model.pipeline, model.positive_index, probe))
 
     return prepare
@@ -90,19 +93,23 @@ def service_lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = RegistrySource(
-            config.stack.tracking_uri, config.registry.experiment, config.registry.model_name, schema.columns
+            config.stack.tracking_uri,
+            config.registry.experiment,
+            config.registry.model_name,
+            schema.columns,
+            Objective.of(config),
         )
         watcher = ModelWatcher(registry, model_preparer(schema), settings.poll_seconds)
         await asyncio.to_thread(watcher.poll_once)  # load before the first request is accepted
         watcher.start()
         log = PredictionLog(
             store,
-            log_schema(schema.numeric, schema.categorical),
+            log_schema(schema.numeric, schema.categorical, config.target.kind),
             settings.log_flush_rows,
             settings.log_flush_seconds,
         )
         log.start()
-        scorer = Scorer(schema, watcher, settings, config.training.threshold, log)
+        scorer = Scorer(schema, watcher, settings, Objective.of(config), log)
         scorer.start()
         app.state.service = Service(config, schema, watcher, scorer, log)
         if own_process:

@@ -28,7 +28,18 @@ import pandas as pd
 from mlops.config import ProjectConfig
 from mlops.errors import ConfigError, LandingError
 from mlops.names import CHALLENGER, CHAMPION
-from mlops.prediction_log import ARM, KEY, MODE, MODEL_VERSION, REQUEST_ID, SCORE, SERVED, read_prediction_log
+from mlops.objective import Objective
+from mlops.prediction_log import (
+    ARM,
+    KEY,
+    MODE,
+    MODEL_VERSION,
+    PREDICTED_LABEL,
+    REQUEST_ID,
+    SCORE,
+    SERVED,
+    read_prediction_log,
+)
 from mlops.storage import Store, Stores
 
 KEY_SEPARATOR = "|"
@@ -61,7 +72,7 @@ def frame_keys(frame: pd.DataFrame, key_columns: Sequence[str]) -> pd.Series:
 
 
 def load_labels(config: ProjectConfig, landing: Store) -> pd.DataFrame:
-    """`key` (as the log's) and 0/1 `y` of every labelled row of the batch table in the landing zone."""
+    """`key` (as the log's) and the label `y` of every labelled row of the batch table in the landing zone."""
     from tasks.features import label_rows
 
     key_columns = config.data.key_columns
@@ -105,20 +116,39 @@ class Comparison:
     labelled_rows: int
     arms: list[ArmResult]
     paired_rows: int = 0  # rows scored by both arms (shadow), labelled
-    paired_roc_auc: dict[str, float] = field(default_factory=dict)  # arm -> ROC-AUC on those rows
+    paired: dict[str, float] = field(default_factory=dict)  # arm -> `paired_metric` on those rows
     notes: list[str] = field(default_factory=list)
+    paired_metric: str = "roc_auc"
 
 
-def _metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    from tasks.evaluate import classification_metrics
-
-    if len(y) < MIN_ROWS_FOR_METRICS or len(np.unique(y)) < 2:
+def logged_metrics(objective: Objective, y: np.ndarray, rows: pd.DataFrame, suffix: str = "") -> dict:
+    """An arm's metrics from what the log holds: the score (binary: p(positive); regression:
+    the value) or, multiclass, the predicted class (accuracy and macro-F1; the log keeps no
+    per-class probabilities, so no log loss)."""
+    if len(y) < MIN_ROWS_FOR_METRICS:
         return {}
-    return classification_metrics(y, scores, threshold)
+    if objective.kind == "multiclass":
+        from sklearn.metrics import accuracy_score, f1_score
+
+        predicted = rows[PREDICTED_LABEL + suffix].astype(str).to_numpy()
+        truth = np.asarray(y).astype(str)
+        return {
+            "accuracy": float(accuracy_score(truth, predicted)),
+            "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+            "rows": float(len(y)),
+        }
+    if objective.kind == "binary" and len(np.unique(y)) < 2:
+        return {}
+    return objective.evaluate(np.asarray(y), rows[SCORE + suffix].to_numpy(dtype=float))
+
+
+def paired_metric_name(objective: Objective) -> str:
+    """What the shadow pairs are compared on: the task's metric where the log allows it."""
+    return "accuracy" if objective.kind == "multiclass" else objective.metric
 
 
 def compare_arms(
-    log: pd.DataFrame, labels: pd.DataFrame, threshold: float, since: date | None = None
+    log: pd.DataFrame, labels: pd.DataFrame, objective: Objective, since: date | None = None
 ) -> Comparison:
     """Score each logged arm on its rows that have a label."""
     notes: list[str] = []
@@ -139,7 +169,7 @@ def compare_arms(
     arms = []
     for (arm, version), rows in log.groupby([ARM, MODEL_VERSION], sort=True):
         with_label = joined[(joined[ARM] == arm) & (joined[MODEL_VERSION] == version)]
-        metrics = _metrics(with_label["y"].to_numpy(), with_label[SCORE].to_numpy(), threshold)
+        metrics = logged_metrics(objective, with_label["y"].to_numpy(), with_label)
         if len(with_label) and not metrics:
             notes.append(
                 f"{arm} v{version}: {len(with_label)} labelled rows are too few (or one class) for metrics"
@@ -155,30 +185,39 @@ def compare_arms(
                 metrics=metrics,
             )
         )
-    paired_rows, paired = _paired(joined)
+    paired_rows, paired = _paired(joined, objective)
     if any(a.labelled_rows for a in arms) and len({a.arm for a in arms}) > 1 and not paired_rows:
         notes.append(
             "the arms scored different rows (canary or A/B): differences mix model and traffic effects"
         )
-    return Comparison(since, logged, len(keyed), len(joined), arms, paired_rows, paired, notes)
+    return Comparison(
+        since,
+        logged,
+        len(keyed),
+        len(joined),
+        arms,
+        paired_rows,
+        paired,
+        notes,
+        paired_metric_name(objective),
+    )
 
 
-def _paired(joined: pd.DataFrame) -> tuple[int, dict[str, float]]:
-    """ROC-AUC of each arm on the labelled rows both arms scored (shadow mode)."""
+def _paired(joined: pd.DataFrame, objective: Objective) -> tuple[int, dict[str, float]]:
+    """The paired metric of each arm on the labelled rows both arms scored (shadow mode)."""
     shadow = joined[~joined[SERVED]]
     if shadow.empty:
         return 0, {}
     served = joined[joined[SERVED]]
     pairs = served.merge(shadow, on=[REQUEST_ID, KEY], suffixes=("_served", "_shadow"))
-    if len(pairs) < MIN_ROWS_FOR_METRICS or pairs["y_served"].nunique() < 2:
-        return len(pairs), {}
-    from sklearn.metrics import roc_auc_score
-
     y = pairs["y_served"].to_numpy()
-    return len(pairs), {
-        CHAMPION: float(roc_auc_score(y, pairs[f"{SCORE}_served"])),
-        CHALLENGER: float(roc_auc_score(y, pairs[f"{SCORE}_shadow"])),
-    }
+    metric = paired_metric_name(objective)
+    out = {}
+    for arm, suffix in ((CHAMPION, "_served"), (CHALLENGER, "_shadow")):
+        metrics = logged_metrics(objective, y, pairs, suffix)
+        if metric in metrics and np.isfinite(metrics[metric]):
+            out[arm] = metrics[metric]
+    return len(pairs), out
 
 
 def compare_logged_traffic(
@@ -188,4 +227,4 @@ def compare_logged_traffic(
     stores = Stores.from_config(config)
     log = read_prediction_log(stores.predictions, since, until)
     labels = load_labels(config, stores.landing) if len(log) else pd.DataFrame(columns=[KEY, "y"])
-    return compare_arms(log, labels, config.training.threshold, since)
+    return compare_arms(log, labels, Objective.of(config), since)

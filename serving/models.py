@@ -27,6 +27,7 @@ import pandas as pd
 
 from mlops.errors import MlopsError
 from mlops.names import CHALLENGER, CHAMPION
+from mlops.objective import BINARY, Objective
 
 logger = logging.getLogger("serving.models")
 MAX_RETRY_SECONDS = 300.0
@@ -36,18 +37,22 @@ MAX_RETRY_SECONDS = 300.0
 class LoadedModel:
     name: str
     version: str
-    pipeline: Any  # the scikit-learn pipeline as logged: preprocessing and classifier
-    positive_index: int  # column of predict_proba holding the positive class
+    pipeline: Any  # the scikit-learn pipeline as logged: preprocessing and model
+    positive_index: int  # binary: column of predict_proba holding the positive class (else -1)
     metrics: dict[str, float]  # of its training run (holdout_roc_auc, ...)
     run_id: str
     loaded_at: datetime
     load_seconds: float
     example: pd.DataFrame | None = None  # the input example it was logged with: among its probe rows
     fast: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None  # see serving.fastpath
+    objective: Objective = BINARY
+    classes: tuple[Any, ...] | None = None  # multiclass: the order of its probabilities
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
-        """Probability of the positive class for each row."""
-        return self.pipeline.predict_proba(frame)[:, self.positive_index]
+        """The model's answer for each row: p(positive), one probability per class, or a value."""
+        if self.objective.kind == "binary":
+            return self.pipeline.predict_proba(frame)[:, self.positive_index]
+        return self.objective.predict(self.pipeline, frame, self.classes)
 
     def score_columns(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """The same, from column arrays: through the compiled fast path when there is one."""
@@ -102,7 +107,15 @@ class ModelSource(Protocol):
 class RegistrySource:
     """The MLflow registry, through `mlops.tracking` (the project's one door to MLflow)."""
 
-    def __init__(self, tracking_uri: str, experiment: str, model_name: str, expected_columns: list[str]):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        model_name: str,
+        expected_columns: list[str],
+        objective: Objective | None = None,
+    ):
+        self.objective = objective or BINARY
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.model_name = model_name
@@ -144,21 +157,42 @@ class RegistrySource:
                 )
             pipeline = load_local_model(path)
             example = model_input_example(path)
-        classes = [int(c) for c in getattr(pipeline, "classes_", [])]
-        if sorted(classes) != [0, 1]:
-            raise MlopsError(f"{self.model_name} v{version} is not a 0/1 classifier (classes {classes})")
+        positive_index, classes = self.answer_shape(pipeline, version)
         metrics = self.tracker.holdout_metrics(info.run_id)
         return LoadedModel(
             name=self.model_name,
             version=version,
             pipeline=pipeline,
-            positive_index=classes.index(1),
+            positive_index=positive_index,
+            objective=self.objective,
+            classes=classes,
             metrics=metrics,
             run_id=info.run_id,
             loaded_at=datetime.now(UTC),
             load_seconds=time.perf_counter() - started,
             example=example,
         )
+
+    def answer_shape(self, pipeline: Any, version: str) -> tuple[int, tuple[Any, ...] | None]:
+        """The positive class's column (binary) or the class order (multiclass); refuses a
+        model whose answer does not fit the config's target."""
+        kind = self.objective.kind
+        learnt = list(np.asarray(getattr(pipeline, "classes_", [])).tolist())
+        where = f"{self.model_name} v{version}"
+        if kind == "regression":
+            if learnt:
+                raise MlopsError(f"{where} is a classifier (classes {learnt}), but the target is regression")
+            return -1, None
+        if kind == "binary":
+            if sorted(map(str, learnt)) != ["0", "1"]:
+                raise MlopsError(f"{where} is not a 0/1 classifier (classes {learnt})")
+            return [int(c) for c in learnt].index(1), None
+        if len(learnt) < 2:
+            raise MlopsError(f"{where} is not a multiclass classifier (classes {learnt})")
+        extra = set(map(str, learnt)) - set(map(str, self.objective.classes or learnt))
+        if extra:
+            raise MlopsError(f"{where} predicts classes {sorted(extra)} that target.classes does not list")
+        return -1, self.objective.model_classes(pipeline)
 
 
 @dataclass

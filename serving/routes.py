@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from mlops.config import ProjectConfig
 from serving.models import ModelWatcher
 from serving.predlog import PredictionLog
-from serving.schema import FeatureSchema, InputError, PredictResponse
+from serving.schema import FeatureSchema, InputError, response_model
 from serving.scoring import NoModelError, Scorer, UnscorableError
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -79,7 +79,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def add_routes(app: FastAPI) -> None:
+def add_routes(app: FastAPI, kind: str = "binary") -> None:
     app.add_api_route("/health", health, methods=["GET"], summary="The process answers")
     app.add_api_route(
         "/ready", ready, methods=["GET"], summary="A model is loaded and answering (503 until then)"
@@ -95,7 +95,7 @@ def add_routes(app: FastAPI) -> None:
         predict,
         methods=["POST"],
         summary="Score records",
-        response_model=PredictResponse,
+        response_model=response_model(kind),
         responses={
             400: {"description": "The body is not JSON"},
             413: {"description": "Too many bytes or records"},

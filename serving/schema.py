@@ -50,17 +50,51 @@ class InputError(Exception):
 
 
 class Prediction(BaseModel):
+    """A binary model's answer for one record."""
+
     probability: float = Field(description="Probability of the positive class")
     label: int = Field(description="1 when the probability reaches the configured threshold, else 0")
     arm: str = Field(description="Which model answered: champion or challenger")
     model_version: str
 
 
-class PredictResponse(BaseModel):
-    request_id: str
-    model_name: str
-    mode: str = Field(description="Serving mode in effect: none, shadow, canary or ab")
-    predictions: list[Prediction]
+class MulticlassPrediction(BaseModel):
+    """A multiclass model's answer for one record."""
+
+    label: str | int = Field(description="The likeliest class")
+    probability: float = Field(description="Probability of that class")
+    probabilities: dict[str, float] = Field(description="Probability of each class")
+    arm: str = Field(description="Which model answered: champion or challenger")
+    model_version: str
+
+
+class RegressionPrediction(BaseModel):
+    """A regression model's answer for one record."""
+
+    value: float = Field(description="The predicted value of the target")
+    arm: str = Field(description="Which model answered: champion or challenger")
+    model_version: str
+
+
+PREDICTIONS: dict[str, type[BaseModel]] = {
+    "binary": Prediction,
+    "multiclass": MulticlassPrediction,
+    "regression": RegressionPrediction,
+}
+
+
+def response_model(kind: str) -> type[BaseModel]:
+    """The `POST /predict` response of a target kind, as the OpenAPI schema shows it."""
+    return create_model(
+        "PredictResponse",
+        request_id=(str, ...),
+        model_name=(str, ...),
+        mode=(str, Field(description="Serving mode in effect: none, shadow, canary or ab")),
+        predictions=(list[PREDICTIONS[kind]], ...),  # type: ignore[valid-type]
+    )
+
+
+PredictResponse = response_model("binary")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import numpy as np
 
 from mlops.config import ServingConfig
 from mlops.names import CHALLENGER
+from mlops.objective import Objective
 from mlops.prediction_log import log_batch
 from serving.models import LoadedModel, ModelWatcher
 from serving.predlog import PredictionLog
@@ -64,13 +65,18 @@ class WorkItem:
 class ScoredRequest:
     model_name: str
     mode: str
-    scores: np.ndarray
-    labels: np.ndarray
+    scores: np.ndarray  # p(positive), the value, or p(the likeliest class)
+    labels: np.ndarray | None  # 0/1, the class, or None (regression)
     to_challenger: np.ndarray | None  # None: every record was answered by `arms[0]`
     arms: tuple[str, str]  # arm names: primary, challenger
     versions: tuple[str, str]
+    kind: str = "binary"
+    probabilities: list[dict[str, float]] | None = None  # multiclass: per record, class -> p
 
     def predictions(self) -> list[dict[str, Any]]:
+        if self.kind != "binary":
+            return self._predictions_of_kind()
+        assert self.labels is not None
         scores, labels = self.scores.tolist(), self.labels.tolist()
         if self.to_challenger is None:
             arm, version = self.arms[0], self.versions[0]
@@ -83,6 +89,26 @@ class ScoredRequest:
             {"probability": p, "label": y, "arm": arms[c], "model_version": versions[c]}
             for p, y, c in zip(scores, labels, self.to_challenger.tolist(), strict=True)
         ]
+
+    def _predictions_of_kind(self) -> list[dict[str, Any]]:
+        """Regression: the value; multiclass: the class, its probability and every class's."""
+        n = len(self.scores)
+        sides = [0] * n if self.to_challenger is None else self.to_challenger.astype(int).tolist()
+        answers = []
+        for i, (score, side) in enumerate(zip(self.scores.tolist(), sides, strict=True)):
+            answer: dict[str, Any]
+            if self.kind == "regression":
+                answer = {"value": score}
+            else:
+                assert self.labels is not None and self.probabilities is not None
+                label = self.labels[i]
+                answer = {
+                    "label": label.item() if isinstance(label, np.generic) else label,
+                    "probability": score,
+                    "probabilities": self.probabilities[i],
+                }
+            answers.append({**answer, "arm": self.arms[side], "model_version": self.versions[side]})
+        return answers
 
 
 @dataclass
@@ -104,13 +130,14 @@ class Scorer:
         schema: FeatureSchema,
         watcher: ModelWatcher,
         settings: ServingConfig,
-        threshold: float,
+        objective: Objective,
         log: PredictionLog | None,
     ) -> None:
         self.schema = schema
         self.watcher = watcher
         self.settings = settings
-        self.threshold = threshold
+        self.objective = objective
+        self.threshold = objective.threshold
         self.log = log
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="score")
         self.background = ThreadPoolExecutor(1, thread_name_prefix="log-shadow")
@@ -207,10 +234,25 @@ class Scorer:
 
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self.pool, self._score_chunk, c) for c in chunks))
+        kind = self.objective.kind
         scores = np.empty(n, dtype=np.float64)
-        for chunk in chunks:
-            scores[chunk.rows] = chunk.scores
-        labels = (scores >= self.threshold).astype(np.int8)
+        probabilities: list[dict[str, float]] | None = None
+        if kind == "binary":  # the hot path: a chunk's answer is the score
+            for chunk in chunks:
+                scores[chunk.rows] = chunk.scores
+            labels: np.ndarray | None = (scores >= self.threshold).astype(np.int8)
+        else:
+            labels = None if kind == "regression" else np.empty(n, dtype=object)
+            by_row: list[dict[str, float]] = [{} for _ in range(n)] if kind == "multiclass" else []
+            for chunk in chunks:
+                assert chunk.scores is not None
+                scores[chunk.rows] = self.objective.score_of(chunk.scores)
+                if labels is not None:
+                    labels[chunk.rows] = self.objective.labels(chunk.scores, chunk.model.classes)
+                    names = [str(c) for c in chunk.model.classes or ()]
+                    for row, p in zip(chunk.rows.tolist(), chunk.scores.tolist(), strict=True):
+                        by_row[row] = dict(zip(names, p, strict=True))
+            probabilities = by_row if kind == "multiclass" else None
 
         arms = (models.primary_arm, CHALLENGER)
         versions = (primary.version, challenger.version if challenger is not None else primary.version)
@@ -223,10 +265,12 @@ class Scorer:
                         model_name=primary.name,
                         mode=plan.mode,
                         scores=scores[start:end],
-                        labels=labels[start:end],
+                        labels=None if labels is None else labels[start:end],
                         to_challenger=None if to_challenger is None else to_challenger[start:end],
                         arms=arms,
                         versions=versions,
+                        kind=kind,
+                        probabilities=None if probabilities is None else probabilities[start:end],
                     )
                 )
             start = end
@@ -337,8 +381,8 @@ class Scorer:
                 arm,
                 mode,
                 served,
-                scores,
-                (scores >= self.threshold).astype(np.int8),
+                self.objective.score_of(scores),
+                self.objective.labels(scores, model.classes),
             )
         )
 

@@ -26,13 +26,14 @@ from mlops import prediction_log
 from mlops.config import MonitoringConfig, ProjectConfig, TableSpec
 from mlops.errors import BadBatchError, ConfigError, LandingError
 from mlops.names import SNAPSHOTS_TAG, TRAINING_FINGERPRINT_TAG
+from mlops.objective import NAMES, NEEDS_TWO_CLASSES, Objective
 from mlops.periods import PERIOD_BODY, shift_period
 from mlops.storage import Store
-from tasks.evaluate import classification_metrics
 from tasks.features import add_derived, build_training_frame, join_tables, label_rows
 from tasks.ingest import READERS, Snapshot, load_snapshot_manifest, read_snapshot
 
-SCORE = "score"  # the champion's probability of the positive class, beside the features
+SCORE = "score"  # the champion's answer as one number: p(positive), the value, or p(its class)
+PREDICTED_CLASS = "predicted_class"  # multiclass: the champion's class, whose mix is prediction drift
 STATIC = "static"  # the `snapshots` tag names a dimension table "<table>/static"
 
 NO_DRIFT = "no_drift"
@@ -229,6 +230,13 @@ def build_current_frame(
     return CurrentFrame(frame, feature_issues, labelled, dropped, notes + coerce_notes)
 
 
+def label_dtype(values: pd.Series, kind: str) -> pd.Series:
+    """A label column typed as training types it: 0/1 int8, a class (object) or a float."""
+    if kind == "binary":
+        return values.astype(np.int8)
+    return values.astype("float64") if kind == "regression" else values.astype(object)
+
+
 def read_prediction_log(store: Store, first: date, last: date) -> pd.DataFrame:
     """Every logged prediction between two days (UTC, inclusive); a damaged file is a BadBatchError."""
     if last < first:
@@ -261,7 +269,7 @@ def prediction_log_frame(log: pd.DataFrame, config: ProjectConfig) -> CurrentFra
     if labelled:
         unlabelled = frame[log_label].isna()
         frame = frame.loc[~unlabelled].reset_index(drop=True)
-        frame[label] = frame[log_label].astype(np.int8)
+        frame[label] = label_dtype(frame[log_label], config.target.kind)
         keep.append(label)
         if unlabelled.any():
             notes.append(f"{int(unlabelled.sum())} served row(s) have no label yet and are left out")
@@ -384,36 +392,52 @@ def run_report(
     name: str,
     metadata: dict[str, str],
     timestamp: datetime | None = None,
+    kind: str = "binary",
 ) -> Any:
-    """Drift of the assessable columns, of the champion's score and of the label; a data
-    summary; classification quality when the batch has both classes. Returns the snapshot."""
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    """Drift of the assessable columns, of the champion's predictions and of the label; a data
+    summary; Evidently's quality preset of the task's kind when the batch allows it. The
+    prediction drift is of the score (binary: p(positive); regression: the value) or, for a
+    multiclass model, of the mix of its predicted classes; the label's distance is the numeric
+    one for a regression target, the categorical one otherwise. Returns the snapshot."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
     from evidently.metrics import ValueDrift
-    from evidently.presets import ClassificationQuality, DatasetStats
+    from evidently.presets import ClassificationQuality, DatasetStats, RegressionQuality
 
     with_label = label is not None and label in current.columns and label in reference.columns
-    with_quality = with_label and current[label].nunique() == 2
+    numeric_label = kind == "regression"
+    prediction = PREDICTED_CLASS if kind == "multiclass" else SCORE
+    classification = regression = None
+    quality: list[Any] = []
+    if with_label and kind == "binary" and current[label].nunique() == 2:
+        classification = [BinaryClassification(target=label, prediction_probas=SCORE, pos_label=1)]
+        quality = [ClassificationQuality(conf_matrix=True)]
+    elif with_label and numeric_label and len(current) >= 2:
+        regression = [Regression(target=label, prediction=SCORE)]
+        quality = [RegressionQuality()]
+    labels = [label] if with_label else []
     definition = DataDefinition(
-        numerical_columns=[*plan.numeric, SCORE],
-        categorical_columns=[*plan.categorical, *([label] if with_label else [])],
-        classification=(
-            [BinaryClassification(target=label, prediction_probas=SCORE, pos_label=1)]
-            if with_quality
-            else None
-        ),
+        numerical_columns=[*plan.numeric, SCORE, *(labels if numeric_label else [])],
+        categorical_columns=[
+            *plan.categorical,
+            *([PREDICTED_CLASS] if prediction == PREDICTED_CLASS else []),
+            *([] if numeric_label else labels),
+        ],
+        classification=classification,
+        regression=regression,
     )
     metrics = drift_metrics(plan, settings)
+    prediction_method = (
+        settings.categorical_method if prediction == PREDICTED_CLASS else settings.numeric_method
+    )
     metrics.append(
-        ValueDrift(column=SCORE, method=settings.numeric_method, threshold=settings.prediction_threshold)
+        ValueDrift(column=prediction, method=prediction_method, threshold=settings.prediction_threshold)
     )
     if with_label:
-        metrics.append(
-            ValueDrift(column=label, method=settings.categorical_method, threshold=settings.label_threshold)
-        )
+        label_method = settings.numeric_method if numeric_label else settings.categorical_method
+        metrics.append(ValueDrift(column=label, method=label_method, threshold=settings.label_threshold))
     metrics.append(DatasetStats())
-    if with_quality:
-        metrics.append(ClassificationQuality(conf_matrix=True))
-    columns = [*plan.columns, SCORE, *([label] if with_label else [])]
+    metrics += quality
+    columns = list(dict.fromkeys([*plan.columns, SCORE, prediction, *labels]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas/scipy chatter from inside Evidently
         return Report(metrics, metadata=metadata).run(
@@ -449,9 +473,11 @@ class DriftFigures:
     unassessable: list[ColumnIssue]
     prediction_score: float | None = None
     label_score: float | None = None
-    current_metrics: dict[str, float] = field(default_factory=dict)  # roc_auc, pr_auc, ... on the batch
-    reference_roc_auc: float | None = None  # the champion's holdout ROC-AUC, from its tags
+    current_metrics: dict[str, float] = field(default_factory=dict)  # the kind's metrics on the batch
+    reference_metric: float | None = None  # the champion's holdout value of `metric`, from its run
     unseen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric: str = "roc_auc"  # training.metric: what a performance drop is measured in
+    higher_is_better: bool = True
 
     @property
     def drifted(self) -> list[str]:
@@ -462,8 +488,16 @@ class DriftFigures:
         return len(self.drifted) / len(self.column_scores) if self.column_scores else 0.0
 
     @property
-    def current_roc_auc(self) -> float | None:
-        return self.current_metrics.get("roc_auc")
+    def current_metric(self) -> float | None:
+        return self.current_metrics.get(self.metric)
+
+    @property
+    def metric_drop(self) -> float | None:
+        """How much worse the batch is than the holdout (positive = worse), in the metric."""
+        current, reference = self.current_metric, self.reference_metric
+        if current is None or reference is None:
+            return None
+        return reference - current if self.higher_is_better else current - reference
 
     def metrics(self) -> dict[str, float]:
         """Numeric figures under stable names, so MLflow charts them across batches."""
@@ -481,10 +515,10 @@ class DriftFigures:
         if self.label_score is not None:
             out["label_drift"] = self.label_score
         out |= {f"current_{k}": v for k, v in self.current_metrics.items() if k != "rows"}
-        if self.reference_roc_auc is not None:
-            out["reference_roc_auc"] = self.reference_roc_auc
-            if self.current_roc_auc is not None:
-                out["roc_auc_drop"] = self.reference_roc_auc - self.current_roc_auc
+        if self.reference_metric is not None:
+            out[f"reference_{self.metric}"] = self.reference_metric
+            if self.metric_drop is not None:
+                out[f"{self.metric}_drop"] = self.metric_drop
         return out
 
 
@@ -541,13 +575,15 @@ def judge(figures: DriftFigures, settings: MonitoringConfig) -> Verdict:
     if figures.label_score is not None and figures.label_score >= settings.label_threshold:
         drift_reasons.append(f"the label drifted: {figures.label_score:.3f} >= {settings.label_threshold}")
 
-    current, reference = figures.current_roc_auc, figures.reference_roc_auc
-    if current is not None and reference is not None and reference - current > settings.max_roc_auc_drop:
+    current, reference, drop = figures.current_metric, figures.reference_metric, figures.metric_drop
+    name = NAMES.get(figures.metric, figures.metric)
+    if current is not None and reference is not None and drop is not None and drop > settings.max_metric_drop:
+        side = "below" if figures.higher_is_better else "above"
         return Verdict(
             PERFORMANCE_DROP_RETRAIN,
             [
-                f"ROC-AUC {current:.4f} on the batch is {reference - current:.4f} below the champion's"
-                f" holdout {reference:.4f} (> monitoring.max_roc_auc_drop={settings.max_roc_auc_drop})",
+                f"{name} {current:.4f} on the batch is {drop:.4f} {side} the champion's"
+                f" holdout {reference:.4f} (> monitoring.max_metric_drop={settings.max_metric_drop})",
                 *drift_reasons,
             ],
         )
@@ -565,18 +601,23 @@ def judge(figures: DriftFigures, settings: MonitoringConfig) -> Verdict:
         f" < {settings.drift_share:.0%}){': ' + ', '.join(drifted) if drifted else ''}; no key feature drifted"
     ]
     if current is not None and reference is not None:
-        reasons.append(f"ROC-AUC {current:.4f} against the champion's holdout {reference:.4f}")
+        reasons.append(f"{name} {current:.4f} against the champion's holdout {reference:.4f}")
     if missing:
         reasons.append(f"not assessed: {'; '.join(missing)}")
     return Verdict(NO_DRIFT, reasons)
 
 
-def current_quality(frame: pd.DataFrame, label: str, threshold: float) -> tuple[dict[str, float], str | None]:
+def current_quality(
+    frame: pd.DataFrame, label: str, prediction: np.ndarray, objective: Objective, classes: Any = None
+) -> tuple[dict[str, float], str | None]:
     """The champion's quality on a labelled batch, the way training measured its holdout."""
     y = frame[label].to_numpy()
-    if len(np.unique(y)) < 2:
-        return {}, f"the batch's label has one class only ({np.unique(y).tolist()}): no ROC-AUC"
-    return classification_metrics(y, frame[SCORE].to_numpy(), threshold), None
+    if objective.metric in NEEDS_TWO_CLASSES and len(pd.unique(y)) < 2:
+        return (
+            {},
+            f"the batch's label has one class only ({pd.unique(y).tolist()}): no {objective.metric_name}",
+        )
+    return objective.evaluate(y, prediction, classes), None
 
 
 def figures_from_snapshot(
@@ -588,8 +629,10 @@ def figures_from_snapshot(
     reference_rows: int,
     label: str | None,
     current_metrics: dict[str, float],
-    reference_roc_auc: float | None,
+    reference_metric: float | None,
+    objective: Objective | None = None,
 ) -> DriftFigures:
+    objective = objective or Objective("binary", "roc_auc")
     scores = drift_scores(snapshot_dict)
     return DriftFigures(
         rows=rows,
@@ -598,11 +641,13 @@ def figures_from_snapshot(
         column_scores={c: scores[c] for c in plan.columns if c in scores},
         column_thresholds={c: column_threshold(settings, c) for c in plan.columns},
         unassessable=plan.issues,
-        prediction_score=scores.get(SCORE),
+        prediction_score=scores.get(PREDICTED_CLASS if objective.kind == "multiclass" else SCORE),
         label_score=scores.get(label) if label else None,
         current_metrics=current_metrics,
-        reference_roc_auc=reference_roc_auc,
+        reference_metric=reference_metric,
         unseen=plan.unseen,
+        metric=objective.metric,
+        higher_is_better=objective.higher_is_better,
     )
 
 

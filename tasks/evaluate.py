@@ -1,12 +1,14 @@
-"""Model → evidence: holdout metrics and the plots a reviewer looks at (ROC, PR,
-confusion matrix, calibration, permutation importance), rendered as PNG bytes so
-they travel with the result and can be logged anywhere.
+"""Model → evidence: holdout metrics and the plots a reviewer looks at, by task kind
+(binary: ROC, PR, confusion matrix, calibration; multiclass: confusion matrix, PR per class;
+regression: predicted vs actual, residuals by time; all: permutation importance), rendered
+as PNG bytes so they travel with the result and can be logged anywhere.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 import matplotlib
 
@@ -20,38 +22,19 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
     PrecisionRecallDisplay,
+    PredictionErrorDisplay,
     RocCurveDisplay,
-    average_precision_score,
-    brier_score_loss,
-    f1_score,
-    log_loss,
-    precision_score,
-    recall_score,
-    roc_auc_score,
 )
 from sklearn.pipeline import Pipeline
+
+from mlops.objective import Objective
 
 
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
     plots: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
-    importance: dict[str, float] = field(default_factory=dict)  # feature -> mean AUC drop
-
-
-def classification_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
-    predicted = (proba >= threshold).astype(int)
-    return {
-        "roc_auc": float(roc_auc_score(y, proba)),
-        "pr_auc": float(average_precision_score(y, proba)),
-        "f1": float(f1_score(y, predicted, zero_division=0)),
-        "precision": float(precision_score(y, predicted, zero_division=0)),
-        "recall": float(recall_score(y, predicted, zero_division=0)),
-        "log_loss": float(log_loss(y, proba, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, proba)),
-        "positive_rate": float(np.mean(y)),
-        "rows": float(len(y)),
-    }
+    importance: dict[str, float] = field(default_factory=dict)  # feature -> mean metric loss when shuffled
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -61,9 +44,7 @@ def _png(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-def evaluation_plots(
-    name: str, y: np.ndarray, proba: np.ndarray, threshold: float, importance: dict[str, float]
-) -> dict[str, bytes]:
+def binary_plots(name: str, y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, bytes]:
     plots: dict[str, bytes] = {}
     fig, ax = plt.subplots(figsize=(5, 4))
     RocCurveDisplay.from_predictions(y, proba, name=name, ax=ax, plot_chance_level=True)
@@ -81,26 +62,79 @@ def evaluation_plots(
     fig, ax = plt.subplots(figsize=(5, 4))
     CalibrationDisplay.from_predictions(y, proba, n_bins=10, name=name, ax=ax)
     plots["calibration.png"] = _png(fig)
-
-    if importance:
-        ordered = sorted(importance.items(), key=lambda kv: kv[1])
-        fig, ax = plt.subplots(figsize=(6, 0.25 * len(ordered) + 1))
-        ax.barh([k for k, _ in ordered], [v for _, v in ordered])
-        ax.set_xlabel("mean drop in ROC-AUC when shuffled")
-        ax.set_title(f"{name}: permutation importance (holdout)")
-        plots["permutation_importance.png"] = _png(fig)
     return plots
 
 
+def multiclass_plots(name: str, y: np.ndarray, proba: np.ndarray, classes: list[Any]) -> dict[str, bytes]:
+    plots: dict[str, bytes] = {}
+    predicted = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
+    labels = [str(c) for c in classes]
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 3, 1.2 * len(classes) + 2))
+    ConfusionMatrixDisplay.from_predictions(
+        y.astype(str), predicted.astype(str), labels=labels, ax=ax, colorbar=False
+    )
+    ax.set_title(f"{name}: confusion matrix (holdout)")
+    plots["confusion_matrix.png"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for i, c in enumerate(classes):  # one precision-recall curve per class against the rest
+        if (y == c).any():
+            PrecisionRecallDisplay.from_predictions(y == c, proba[:, i], name=str(c), ax=ax)
+    ax.set_title(f"{name}: precision-recall per class")
+    plots["pr_curve_per_class.png"] = _png(fig)
+    return plots
+
+
+def regression_plots(
+    name: str, y: np.ndarray, predicted: np.ndarray, times: pd.Series | None
+) -> dict[str, bytes]:
+    plots: dict[str, bytes] = {}
+    fig, ax = plt.subplots(figsize=(5, 5))
+    PredictionErrorDisplay.from_predictions(
+        y, predicted, kind="actual_vs_predicted", ax=ax, subsample=2000, random_state=0
+    )
+    ax.set_title(f"{name}: predicted vs actual (holdout)")
+    plots["predicted_vs_actual.png"] = _png(fig)
+
+    if times is not None and len(times) == len(y):
+        frame = pd.DataFrame({"time": pd.to_datetime(times).to_numpy(), "residual": y - predicted})
+        daily = frame.set_index("time")["residual"].resample("D").agg(["mean", "count"])
+        daily = daily[daily["count"] > 0]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot(daily.index, daily["mean"], marker=".")
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_ylabel("mean residual (actual - predicted)")
+        ax.set_title(f"{name}: residuals by day (holdout)")
+        fig.autofmt_xdate()
+        plots["residuals_by_time.png"] = _png(fig)
+    return plots
+
+
+def importance_plot(name: str, importance: dict[str, float], metric_name: str) -> bytes:
+    ordered = sorted(importance.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(6, 0.25 * len(ordered) + 1))
+    ax.barh([k for k, _ in ordered], [v for _, v in ordered])
+    ax.set_xlabel(f"mean loss of {metric_name} when shuffled")
+    ax.set_title(f"{name}: permutation importance (holdout)")
+    return _png(fig)
+
+
 def feature_importance(
-    pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, rows: int, repeats: int, seed: int
+    pipeline: Pipeline,
+    X: pd.DataFrame,
+    y: pd.Series,
+    objective: Objective,
+    rows: int,
+    repeats: int,
+    seed: int,
 ) -> dict[str, float]:
-    """Permutation importance on raw input columns, over a seeded subsample of the holdout."""
+    """Permutation importance on raw input columns, over a seeded subsample of the holdout,
+    in the task's metric (a loss is negated, so a larger number is a more important column)."""
     if len(X) > rows:
         X = X.sample(n=rows, random_state=seed)
         y = y.loc[X.index]
     result = permutation_importance(
-        pipeline, X, y, scoring="roc_auc", n_repeats=repeats, random_state=seed, n_jobs=1
+        pipeline, X, y, scoring=objective.scorer, n_repeats=repeats, random_state=seed, n_jobs=1
     )
     return {col: float(v) for col, v in zip(X.columns, result.importances_mean, strict=True)}
 
@@ -110,14 +144,25 @@ def evaluate_model(
     pipeline: Pipeline,
     X: pd.DataFrame,
     y: pd.Series,
-    threshold: float,
+    objective: Objective,
+    times: pd.Series | None,
     importance_rows: int,
     importance_repeats: int,
     seed: int,
 ) -> Evaluation:
-    proba = pipeline.predict_proba(X)[:, 1]
+    """The holdout metrics of the task's kind, its plots and permutation importance."""
     y_true = y.to_numpy()
-    metrics = classification_metrics(y_true, proba, threshold)
-    importance = feature_importance(pipeline, X, y, importance_rows, importance_repeats, seed)
-    plots = evaluation_plots(name, y_true, proba, threshold, importance)
+    classes = list(objective.model_classes(pipeline)) if objective.kind == "multiclass" else None
+    prediction = objective.predict(pipeline, X, classes)
+    metrics = objective.evaluate(y_true, prediction, classes)
+    if objective.kind == "binary":
+        plots = binary_plots(name, y_true, prediction, objective.threshold)
+    elif objective.kind == "multiclass":
+        assert classes is not None
+        plots = multiclass_plots(name, y_true, prediction, classes)
+    else:
+        plots = regression_plots(name, y_true, prediction, times)
+    importance = feature_importance(pipeline, X, y, objective, importance_rows, importance_repeats, seed)
+    if importance:
+        plots["permutation_importance.png"] = importance_plot(name, importance, objective.metric_name)
     return Evaluation(metrics=metrics, plots=plots, importance=importance)

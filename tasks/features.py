@@ -42,6 +42,7 @@ class Split:
     train_periods: list[str]
     holdout_periods: list[str]
     fingerprint: str  # of the snapshots and config that produced these rows
+    holdout_times: pd.Series | None = None  # the time column of the holdout rows (for plots)
 
 
 def join_tables(batch: pd.DataFrame, dims: dict[str, pd.DataFrame], joins: list[JoinSpec]) -> pd.DataFrame:
@@ -74,23 +75,63 @@ def add_derived(frame: pd.DataFrame, derived: dict[str, str]) -> pd.DataFrame:
 
 
 def label_rows(frame: pd.DataFrame, target: TargetConfig) -> tuple[pd.DataFrame, int]:
-    """Add the 0/1 label; rows whose target is missing carry no label and are dropped."""
+    """Add the label column; rows whose target is missing carry no label and are dropped.
+
+    binary: 0/1 by the target rule; multiclass: the column's value (or its bin) as a class,
+    and a class outside `classes` is an error; regression: the column as a float."""
     if target.column not in frame.columns:
         raise BadBatchError(f"target column {target.column!r} is missing from the batch")
     values = frame[target.column]
     labelled = values.notna()
-    ops = {
-        ">=": lambda v: v >= target.value,
-        ">": lambda v: v > target.value,
-        "<=": lambda v: v <= target.value,
-        "<": lambda v: v < target.value,
-        "==": lambda v: v == target.value,
-        "!=": lambda v: v != target.value,
-        "in": lambda v: v.isin(target.value if isinstance(target.value, list) else [target.value]),
-    }
     out = frame.loc[labelled].copy()
-    out[target.label] = ops[target.op](out[target.column]).astype(np.int8)
+    out[target.label] = target_values(out[target.column], target)
     return out, int((~labelled).sum())
+
+
+def target_values(values: pd.Series, target: TargetConfig) -> pd.Series:
+    """The label of each (non-null) target value, by the target's kind."""
+    if target.kind == "binary":
+        ops = {
+            ">=": lambda v: v >= target.value,
+            ">": lambda v: v > target.value,
+            "<=": lambda v: v <= target.value,
+            "<": lambda v: v < target.value,
+            "==": lambda v: v == target.value,
+            "!=": lambda v: v != target.value,
+            "in": lambda v: v.isin(target.value if isinstance(target.value, list) else [target.value]),
+        }
+        return ops[target.op](values).astype(np.int8)
+    if target.kind == "regression":
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna()
+        if bad.any():
+            examples = values[bad].astype(str).unique()[:3].tolist()
+            raise BadBatchError(
+                f"regression target {target.column!r} holds {int(bad.sum())} value(s) that are not numbers,"
+                f" e.g. {examples}: fix the data or the target column"
+            )
+        return numbers.astype("float64")
+    if target.bins is not None:
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.isna().any():
+            examples = values[numbers.isna()].astype(str).unique()[:3].tolist()
+            raise BadBatchError(f"target {target.column!r} is cut into bins but holds text, e.g. {examples}")
+        assert target.classes is not None
+        index = np.searchsorted(np.asarray(target.bins, dtype=float), numbers.to_numpy(), side="right")
+        return pd.Series(np.asarray(target.classes, dtype=object)[index], index=values.index, dtype=object)
+    classes = values.astype(object)
+    if target.classes is not None:
+        known = {str(c) for c in target.classes}
+        by_text = {str(c): c for c in target.classes}
+        unknown = ~classes.astype(str).isin(known)
+        if unknown.any():
+            found = sorted(classes[unknown].astype(str).unique())[:5]
+            raise BadBatchError(
+                f"target {target.column!r} holds {int(unknown.sum())} row(s) of classes {found} that are not"
+                f" in target.classes {target.classes}: add them to the config or fix the data"
+            )
+        classes = classes.astype(str).map(by_text)
+    return classes
 
 
 def build_training_frame(
@@ -119,7 +160,13 @@ def build_training_frame(
     return TrainingFrame(frame, sorted(batches), unlabelled, fingerprint)
 
 
-def time_split(training: TrainingFrame, features: FeaturesConfig, label: str, holdout_periods: int) -> Split:
+def time_split(
+    training: TrainingFrame,
+    features: FeaturesConfig,
+    label: str,
+    holdout_periods: int,
+    time_column: str | None = None,
+) -> Split:
     """Train on the earlier periods, hold out the latest ones: no row from the future leaks in."""
     periods = training.periods
     if len(periods) <= holdout_periods:
@@ -131,8 +178,10 @@ def time_split(training: TrainingFrame, features: FeaturesConfig, label: str, ho
     is_holdout = frame[PERIOD_COLUMN].isin(holdout)
     train, test = frame.loc[~is_holdout], frame.loc[is_holdout]
     for name, part in (("train", train), ("holdout", test)):
-        if part.empty or part[label].nunique() < 2:
-            raise BadBatchError(f"the {name} split has {len(part)} rows and needs both classes to train on")
+        if part.empty:
+            raise BadBatchError(f"the {name} split has no rows")
+        if part[label].dtype != np.float64 and part[label].nunique() < 2:
+            raise BadBatchError(f"the {name} split has {len(part)} rows and needs at least two classes (both classes of a 0/1 label) to train on")
     cols = features.columns
     return Split(
         train[cols],
@@ -142,6 +191,7 @@ def time_split(training: TrainingFrame, features: FeaturesConfig, label: str, ho
         periods[:-holdout_periods],
         holdout,
         training.fingerprint,
+        test[time_column] if time_column in test.columns else None,
     )
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from mlops.config import (
     ChampionGateConfig,
@@ -28,7 +27,8 @@ from mlops.config import (
     QualityGateConfig,
     SliceGateConfig,
 )
-from mlops.errors import BadBatchError, PromotionError
+from mlops.errors import PromotionError
+from mlops.objective import NAMES, NEEDS_TWO_CLASSES, Objective, row_losses
 from mlops.periods import PERIOD_RE, next_period
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
@@ -141,29 +141,35 @@ def data_gate(validation_tag: str | None) -> GateResult:
 # -- gate 2: absolute quality -------------------------------------------------------------
 
 
-def require_both_classes(y: np.ndarray, what: str) -> None:
-    if len(np.unique(y)) < 2:
-        raise BadBatchError(f"{what} has {len(y)} labelled rows of one class only: ROC-AUC is undefined")
-
-
-def quality_gates(y: np.ndarray, proba: np.ndarray, settings: QualityGateConfig) -> list[GateResult]:
-    auc = float(roc_auc_score(y, proba))
-    brier = float(brier_score_loss(y, proba))
+def quality_gates(
+    y: np.ndarray,
+    prediction: np.ndarray,
+    settings: QualityGateConfig,
+    objective: Objective,
+    classes: Sequence[Any] | None = None,
+) -> list[GateResult]:
+    """One gate per configured limit on the challenger's metrics (the kind's defaults if none)."""
+    limits = settings.limits(objective.kind)
+    if not limits:
+        return [skip("quality", f"no limits set in promotion.quality for a {objective.kind} target")]
     rows = f"on {len(y)} evaluation rows"
-    return [
-        check("quality.roc_auc", auc, ">=", settings.min_roc_auc, f"ROC-AUC {auc:.4f} {rows}"),
-        check("quality.brier", brier, "<=", settings.max_brier, f"Brier score {brier:.4f} {rows}"),
-    ]
+    gates = []
+    for metric, op, threshold in limits:
+        value = objective.score(metric, y, prediction, classes)
+        detail = f"{NAMES.get(metric, metric)} {value:.4f} {rows}"
+        gates.append(check(f"quality.{metric}", value, op, threshold, detail))
+    return gates
 
 
 # -- gate 3: beats the champion (paired bootstrap) ----------------------------------------
 
 
 @dataclass(frozen=True)
-class AucComparison:
-    challenger_auc: float
-    champion_auc: float
-    gain: float  # challenger minus champion, on all rows
+class MetricComparison:
+    metric: str
+    challenger_value: float
+    champion_value: float
+    gain: float  # how much better the challenger is, on all rows (lower RMSE is a positive gain)
     ci_low: float  # percentile interval of the gain over paired resamples
     ci_high: float
     confidence: float
@@ -208,38 +214,75 @@ def resampled_roc_auc(y: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> 
     return auc_from_group_weights(counts.astype(np.float64) @ indicator, groups)
 
 
-def compare_roc_auc(
+def resampled_metric(
+    objective: Objective, y: np.ndarray, prediction: np.ndarray, classes: Sequence[Any] | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function of (chunk x rows) resample counts giving the metric of each resample.
+
+    Vectorised where the metric allows it: ROC-AUC through tied-score groups, R² through
+    weighted sums, and every mean of per-row terms (MAE, RMSE, log loss, Brier, accuracy,
+    MAPE) as one matrix product; any other metric is computed resample by resample."""
+    metric = objective.metric
+    if metric == "roc_auc" and objective.kind == "binary":
+        indicator, groups = score_groups(y, prediction)
+        return lambda counts: auc_from_group_weights(counts @ indicator, groups)
+    if metric == "r2":
+        y = np.asarray(y, dtype=np.float64)
+        squared_error = (y - prediction) ** 2
+
+        def r2(counts: np.ndarray) -> np.ndarray:
+            n = counts.sum(axis=1)
+            mean = counts @ y / n
+            total = counts @ (y**2) - n * mean**2
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return 1 - (counts @ squared_error) / total
+
+        return r2
+    terms = row_losses(objective, metric, y, prediction, classes)
+    if terms is not None:
+        values, transform = terms
+        return lambda counts: transform(counts @ values / counts.sum(axis=1))
+
+    def one_by_one(counts: np.ndarray) -> np.ndarray:
+        return np.array([objective.score(metric, y, prediction, classes, weights=w) for w in counts])
+
+    return one_by_one
+
+
+def compare_with_bootstrap(
+    objective: Objective,
     y: np.ndarray,
     challenger: np.ndarray,
     champion: np.ndarray,
     resamples: int,
     confidence: float,
     seed: int,
-    chunk: int = 50,  # measured fastest of 50/100/200 at 28k rows
-) -> AucComparison:
-    """Paired bootstrap of the ROC-AUC gain: both models are scored on the same resampled rows,
-    so the interval reflects their difference, not the noise each has on its own."""
+    classes: Sequence[Any] | None = None,
+    chunk: int = 50,  # measured fastest of 50/100/200 at 28k rows (ROC-AUC)
+) -> MetricComparison:
+    """Paired bootstrap of the gain in the task's metric: both models are scored on the same
+    resampled rows, so the interval reflects their difference, not the noise each has alone."""
     started = time.perf_counter()
     y = np.asarray(y)
     challenger, champion = np.asarray(challenger, float), np.asarray(champion, float)
-    challenger_groups, champion_groups = score_groups(y, challenger), score_groups(y, champion)
+    of_challenger = resampled_metric(objective, y, challenger, classes)
+    of_champion = resampled_metric(objective, y, champion, classes)
+    sign = 1.0 if objective.higher_is_better else -1.0
     rng = np.random.default_rng(seed)
     gains = []
     for start in range(0, resamples, chunk):  # bounded memory: chunk x rows counts at a time
         counts = bootstrap_counts(rng, len(y), min(chunk, resamples - start)).astype(np.float64)
-        gains.append(
-            auc_from_group_weights(counts @ challenger_groups[0], challenger_groups[1])
-            - auc_from_group_weights(counts @ champion_groups[0], champion_groups[1])
-        )
+        gains.append(sign * (of_challenger(counts) - of_champion(counts)))
     gain_samples = np.concatenate(gains)
     alpha = 1 - confidence
     low, high = np.nanquantile(gain_samples, [alpha / 2, 1 - alpha / 2])
-    challenger_auc = float(roc_auc_score(y, challenger))
-    champion_auc = float(roc_auc_score(y, champion))
-    return AucComparison(
-        challenger_auc,
-        champion_auc,
-        challenger_auc - champion_auc,
+    challenger_value = objective.score(objective.metric, y, challenger, classes)
+    champion_value = objective.score(objective.metric, y, champion, classes)
+    return MetricComparison(
+        objective.metric,
+        challenger_value,
+        champion_value,
+        objective.gain(challenger_value, champion_value),
         float(low),
         float(high),
         confidence,
@@ -248,21 +291,41 @@ def compare_roc_auc(
     )
 
 
+def compare_roc_auc(
+    y: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    resamples: int,
+    confidence: float,
+    seed: int,
+    chunk: int = 50,
+) -> MetricComparison:
+    """The binary ROC-AUC comparison (bench/promotion_bootstrap.py measures this one)."""
+    objective = Objective("binary", "roc_auc")
+    return compare_with_bootstrap(objective, y, challenger, champion, resamples, confidence, seed, None, chunk)
+
+
 def champion_gates(
-    comparison: AucComparison | None, settings: ChampionGateConfig, champion_version: str | None
+    comparison: MetricComparison | None,
+    settings: ChampionGateConfig,
+    champion_version: str | None,
+    metric: str = "roc_auc",
 ) -> list[GateResult]:
+    """The gain in the task's metric (`champion.<metric>_gain`) and its interval's lower bound."""
+    gain_gate = f"champion.{metric}_gain"
     if comparison is None or champion_version is None:
         reason = "no champion yet: nothing to beat"
-        return [skip("champion.roc_auc_gain", reason), skip("champion.ci_low", reason)]
+        return [skip(gain_gate, reason), skip("champion.ci_low", reason)]
     c = comparison
+    name = NAMES.get(c.metric, c.metric)
     detail = (
-        f"ROC-AUC {c.challenger_auc:.4f} vs champion v{champion_version} {c.champion_auc:.4f}:"
+        f"{name} {c.challenger_value:.4f} vs champion v{champion_version} {c.champion_value:.4f}:"
         f" gain {c.gain:+.4f}, {c.confidence:.0%} CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
         f" over {c.resamples} paired resamples"
     )
     ci_detail = f"{detail}; the gain could be noise" if c.gain > 0 >= c.ci_low else detail
     return [
-        check("champion.roc_auc_gain", c.gain, ">=", settings.min_roc_auc_gain, detail),
+        check(gain_gate, c.gain, ">=", settings.min_gain, detail),
         check("champion.ci_low", c.ci_low, ">", 0.0, ci_detail),
     ]
 
@@ -275,9 +338,9 @@ class SliceRow:
     column: str
     value: str
     rows: int
-    challenger_auc: float | None
-    champion_auc: float | None
-    drop: float | None  # champion minus challenger: positive = the challenger is worse here
+    challenger_value: float | None  # the task's metric on this slice
+    champion_value: float | None
+    drop: float | None  # how much worse the challenger is here (positive = worse), in the metric
     status: str  # passed, failed or skipped
     note: str = ""
 
@@ -289,8 +352,10 @@ def slice_gates(
     champion: np.ndarray | None,
     settings: SliceGateConfig,
     champion_version: str | None,
+    objective: Objective,
+    classes: Sequence[Any] | None = None,
 ) -> tuple[list[GateResult], list[SliceRow]]:
-    """Per slice column, the worst ROC-AUC drop against the champion over its values.
+    """Per slice column, the worst drop in the task's metric against the champion over its values.
 
     One column after the other; the promotion flow scores the columns as parallel tasks
     (`compare_slice_column`) and assembles them with the same functions."""
@@ -298,7 +363,7 @@ def slice_gates(
     if champion is None or champion_version is None:
         return no_champion_slice_gates(settings), []
     per_column = {
-        column: slice_rows(column, slices[column], y, challenger, champion, settings)
+        column: slice_rows(column, slices[column], y, challenger, champion, settings, objective, classes)
         for column in settings.columns
     }
     return slice_verdicts(per_column, settings, champion_version)
@@ -324,8 +389,10 @@ def slice_rows(
     challenger: np.ndarray,
     champion: np.ndarray,
     settings: SliceGateConfig,
+    objective: Objective,
+    classes: Sequence[Any] | None = None,
 ) -> list[SliceRow]:
-    """Both models' ROC-AUC on each value of one slice column (rows aligned with `y`)."""
+    """Both models' metric on each value of one slice column (rows aligned with `y`)."""
     y = np.asarray(y)
     raw = values.astype(object).to_numpy()
     present = pd.notna(raw)
@@ -338,14 +405,17 @@ def slice_rows(
             note = f"{n} < {settings.min_rows} rows"
             rows.append(SliceRow(column, value, n, None, None, None, "skipped", note))
             continue
-        if len(np.unique(y[mask])) < 2:
+        if objective.metric in NEEDS_TWO_CLASSES and len(pd.unique(y[mask])) < 2:
             rows.append(SliceRow(column, value, n, None, None, None, "skipped", "one class only"))
             continue
-        chal_auc = float(roc_auc_score(y[mask], challenger[mask]))
-        champ_auc = float(roc_auc_score(y[mask], champion[mask]))
-        drop = champ_auc - chal_auc
-        status = "passed" if drop <= settings.max_roc_auc_drop else "failed"
-        rows.append(SliceRow(column, value, n, chal_auc, champ_auc, drop, status))
+        chal = objective.score(objective.metric, y[mask], challenger[mask], classes)
+        champ = objective.score(objective.metric, y[mask], champion[mask], classes)
+        if not (np.isfinite(chal) and np.isfinite(champ)):
+            rows.append(SliceRow(column, value, n, None, None, None, "skipped", "metric undefined here"))
+            continue
+        drop = objective.gain(champ, chal)
+        status = "passed" if drop <= settings.max_drop else "failed"
+        rows.append(SliceRow(column, value, n, chal, champ, drop, status))
     return rows
 
 
@@ -371,16 +441,16 @@ def slice_gate(
         else ""
     )
     if not evaluated:
-        return skip(name, f"no {column} slice has >= {settings.min_rows} rows of both classes{skipped_note}")
+        return skip(name, f"no {column} slice has >= {settings.min_rows} rows it can be scored on{skipped_note}")
     worst = max(evaluated, key=lambda r: r.drop if r.drop is not None else -np.inf)
     failing = [r for r in evaluated if r.status == "failed"]
     detail = (
-        f"worst {column}={worst.value}: {worst.challenger_auc:.4f} vs champion v{champion_version}"
-        f" {worst.champion_auc:.4f} ({worst.rows} rows) over {len(evaluated)} slice(s)"
+        f"worst {column}={worst.value}: {worst.challenger_value:.4f} vs champion v{champion_version}"
+        f" {worst.champion_value:.4f} ({worst.rows} rows) over {len(evaluated)} slice(s)"
     )
     if failing:
         detail += "; worse than allowed: " + ", ".join(f"{r.value} ({r.drop:+.4f})" for r in failing)
-    return check(name, float(worst.drop or 0.0), "<=", settings.max_roc_auc_drop, detail + skipped_note)
+    return check(name, float(worst.drop or 0.0), "<=", settings.max_drop, detail + skipped_note)
 
 
 # -- gate 5: operational ------------------------------------------------------------------
@@ -400,20 +470,22 @@ class ProbeResult:
 
 
 def measure_speed(model: Any, rows: pd.DataFrame, latency_calls: int, batch_rows: int) -> dict[str, float]:
-    """p50/p95 of one-row `predict_proba` calls, and the rows/s of one batch call (median of 3)."""
+    """p50/p95 of one-row calls, and the rows/s of one batch call (median of 3), of the method
+    that answers: `predict_proba` of a classifier, `predict` of a regressor."""
+    answer = model.predict_proba if hasattr(model, "predict_proba") else model.predict
     singles = [rows.iloc[[i % len(rows)]] for i in range(latency_calls)]
     for row in singles[:5]:  # warm-up: first calls pay for lazy imports and caches
-        model.predict_proba(row)
+        answer(row)
     latencies = []
     for row in singles:
         started = time.perf_counter()
-        model.predict_proba(row)
+        answer(row)
         latencies.append(time.perf_counter() - started)
     batch = pd.concat([rows] * (batch_rows // len(rows) + 1), ignore_index=True).head(batch_rows)
     batch_seconds = []
     for _ in range(3):
         started = time.perf_counter()
-        model.predict_proba(batch)
+        answer(batch)
         batch_seconds.append(time.perf_counter() - started)
     p50, p95 = np.percentile(latencies, [50, 95]) * 1000
     return {
@@ -498,8 +570,5 @@ def approval_gate(
 
 
 def positive_proba(model: Any, X: pd.DataFrame) -> np.ndarray:
-    """The probability of the positive class (label 1)."""
-    classes = list(model.classes_)
-    if 1 not in classes:
-        raise PromotionError(f"the model predicts classes {classes}, not the 0/1 label")
-    return model.predict_proba(X)[:, classes.index(1)]
+    """The probability of the positive class (label 1) of a binary model."""
+    return Objective("binary", "roc_auc").predict(model, X)

@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Artifact
 
 from flows.replay import ReplayOutcome, ReplayRequest, bootstrap, replay, replay_config
-from flows.stages import model_roc_auc
+from flows.stages import model_metric
 from mlops.clients import client_settings
 from mlops.config import ProjectConfig, save_config
 from mlops.storage import Stores
@@ -76,7 +76,7 @@ def test_the_timeline_holds_each_months_decision(played: ReplayOutcome) -> None:
 
     # The never-retrained curve is the bootstrap model: the champion in both months here.
     for row in (april, may):
-        assert row.frozen_roc_auc == row.champion_roc_auc and 0.55 < row.champion_roc_auc < 0.95
+        assert row.frozen_metric == row.champion_metric and 0.55 < row.champion_metric < 0.95
 
 
 def test_a_bootstrap_below_the_margin_still_starts_the_replay(
@@ -116,12 +116,12 @@ def test_the_frozen_curve_is_scored_like_monitoring_scores(
 
     @flow
     def score_april() -> float | None:  # the scorer ingests through tasks: it needs a flow
-        return model_roc_auc(
+        return model_metric(
             replayed, Stores.from_config(replayed), model, played.bootstrap_version, "2013-04"
         )
 
     auc = score_april()
-    assert auc == pytest.approx(played.rows[0].champion_roc_auc)
+    assert auc == pytest.approx(played.rows[0].champion_metric)
 
 
 def test_the_timeline_is_in_mlflow_and_prefect(played: ReplayOutcome, config: ProjectConfig) -> None:
@@ -129,9 +129,7 @@ def test_the_timeline_is_in_mlflow_and_prefect(played: ReplayOutcome, config: Pr
     client = MlflowClient(config.stack.tracking_uri)
     run_id = played.mlflow_run_url.rsplit("/", 1)[-1]
     history = client.get_metric_history(run_id, "champion_roc_auc")
-    assert [(m.step, m.value) for m in history] == [
-        (i, r.champion_roc_auc) for i, r in enumerate(played.rows)
-    ]
+    assert [(m.step, m.value) for m in history] == [(i, r.champion_metric) for i, r in enumerate(played.rows)]
     files = {a.path for a in client.list_artifacts(run_id, "replay")}
     assert files == {"replay/timeline.png", "replay/timeline.json", "replay/timeline.csv"}
 

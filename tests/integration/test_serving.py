@@ -432,7 +432,7 @@ def test_shadow_logs_both_arms_and_returns_only_the_champion(
     )
     result = compare_logged_traffic(shadow_config)
     assert result.labelled_rows > 1000  # cancelled flights have no label
-    assert result.paired_rows > 500 and set(result.paired_roc_auc) == {"champion", "challenger"}
+    assert result.paired_rows > 500 and set(result.paired) == {"champion", "challenger"}
     assert all(0.5 < arm.metrics["roc_auc"] <= 1 for arm in result.arms)
 
 

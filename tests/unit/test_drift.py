@@ -58,7 +58,7 @@ def figures(**overrides) -> DriftFigures:
         prediction_score=0.02,
         label_score=0.01,
         current_metrics={"roc_auc": 0.74},
-        reference_roc_auc=0.75,
+        reference_metric=0.75,
     )
     return DriftFigures(**(base | overrides))
 

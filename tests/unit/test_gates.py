@@ -13,6 +13,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from mlops.config import ChampionGateConfig, OperationalGateConfig, QualityGateConfig, SliceGateConfig
 from mlops.errors import BadBatchError, PromotionError
+from mlops.objective import BINARY
 from mlops.periods import next_period
 from tasks.gates import (
     ApprovalAnswer,
@@ -28,7 +29,6 @@ from tasks.gates import (
     operational_gates,
     positive_proba,
     quality_gates,
-    require_both_classes,
     require_unseen,
     resampled_roc_auc,
     skip,
@@ -172,16 +172,16 @@ def test_data_gate_requires_passed_validation() -> None:
 def test_quality_gates_use_roc_auc_and_brier() -> None:
     signal, y = _problem(2000, seed=16)
     proba = 1 / (1 + np.exp(-(1.5 * signal - 1.0)))  # the true probabilities: calibrated
-    good = quality_gates(y, proba, QualityGateConfig(min_roc_auc=0.6, max_brier=0.25))
+    good = quality_gates(y, proba, QualityGateConfig(min_roc_auc=0.6, max_brier=0.25), BINARY)
     assert [g.status for g in good] == ["passed", "passed"]
-    strict = quality_gates(y, proba, QualityGateConfig(min_roc_auc=0.99, max_brier=0.01))
+    strict = quality_gates(y, proba, QualityGateConfig(min_roc_auc=0.99, max_brier=0.01), BINARY)
     assert [g.status for g in strict] == ["failed", "failed"]
     assert strict[0].value == pytest.approx(roc_auc_score(y, proba))
 
 
 def test_one_class_evaluation_data_is_refused() -> None:
     with pytest.raises(BadBatchError, match="one class"):
-        require_both_classes(np.zeros(50), "evaluation month 2013-06")
+        BINARY.require_scorable(np.zeros(50), "evaluation month 2013-06")
 
 
 # -- slices ---------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def _slice_problem() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
 def test_a_slice_much_worse_than_the_champion_fails_and_is_named() -> None:
     slices, y, challenger, champion = _slice_problem()
     settings = SliceGateConfig(columns=["origin"], max_roc_auc_drop=0.03, min_rows=100)
-    gates, rows = slice_gates(slices, y, challenger, champion, settings, "2")
+    gates, rows = slice_gates(slices, y, challenger, champion, settings, "2", BINARY)
     (gate,) = gates
     assert gate.name == "slices.origin" and gate.status == "failed"
     assert "LGA" in gate.detail and "EWR" not in gate.detail.split("worse than allowed")[1]
@@ -216,7 +216,7 @@ def test_a_slice_much_worse_than_the_champion_fails_and_is_named() -> None:
 def test_small_and_one_class_slices_are_skipped_and_listed() -> None:
     slices, y, challenger, champion = _slice_problem()
     settings = SliceGateConfig(columns=["origin"], max_roc_auc_drop=0.03, min_rows=100)
-    (gate,), rows = slice_gates(slices, y, challenger, champion, settings, "2")
+    (gate,), rows = slice_gates(slices, y, challenger, champion, settings, "2", BINARY)
     by_value = {r.value: r for r in rows}
     assert by_value["XYZ"].status == "skipped" and by_value["XYZ"].note == "60 < 100 rows"
     assert by_value["ONE"].status == "skipped" and by_value["ONE"].note == "one class only"
@@ -225,21 +225,21 @@ def test_small_and_one_class_slices_are_skipped_and_listed() -> None:
 
 def test_slices_without_a_champion_are_skipped() -> None:
     slices, y, challenger, _ = _slice_problem()
-    gates, rows = slice_gates(slices, y, challenger, None, SliceGateConfig(columns=["origin"]), None)
+    gates, rows = slice_gates(slices, y, challenger, None, SliceGateConfig(columns=["origin"]), None, BINARY)
     assert [g.status for g in gates] == ["skipped"] and rows == []
 
 
 def test_every_slice_too_small_skips_the_gate() -> None:
     slices, y, challenger, champion = _slice_problem()
     settings = SliceGateConfig(columns=["origin"], min_rows=5000)
-    (gate,), _ = slice_gates(slices, y, challenger, champion, settings, "2")
+    (gate,), _ = slice_gates(slices, y, challenger, champion, settings, "2", BINARY)
     assert gate.skipped and "no origin slice has >= 5000 rows" in gate.detail
 
 
 def test_an_unknown_slice_column_is_a_config_error() -> None:
     slices, y, challenger, champion = _slice_problem()
     with pytest.raises(PromotionError, match=r"\['airline'\].*origin"):
-        slice_gates(slices, y, challenger, champion, SliceGateConfig(columns=["airline"]), "2")
+        slice_gates(slices, y, challenger, champion, SliceGateConfig(columns=["airline"]), "2", BINARY)
 
 
 # -- operational ----------------------------------------------------------------------------

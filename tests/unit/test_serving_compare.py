@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from mlops.config import load_config
+from mlops.objective import BINARY
 from mlops.storage import LocalStore
 from serving.compare import compare_arms, frame_keys, load_labels, record_key
 
@@ -76,13 +77,13 @@ def test_shadow_traffic_is_compared_on_the_same_rows() -> None:
         ],
         ignore_index=True,
     )
-    result = compare_arms(log, labels_of(frame), threshold=0.5)
+    result = compare_arms(log, labels_of(frame), BINARY)
     assert result.logged_rows == 800 and result.labelled_rows == 800
     by_arm = {a.arm: a for a in result.arms}
     assert by_arm["challenger"].metrics["roc_auc"] > 0.95 > by_arm["champion"].metrics["roc_auc"]
     assert not by_arm["challenger"].served and by_arm["champion"].served
     assert result.paired_rows == 400
-    assert result.paired_roc_auc["challenger"] == pytest.approx(by_arm["challenger"].metrics["roc_auc"])
+    assert result.paired["challenger"] == pytest.approx(by_arm["challenger"].metrics["roc_auc"])
 
 
 def test_rows_without_key_or_label_are_counted_not_guessed() -> None:
@@ -90,7 +91,7 @@ def test_rows_without_key_or_label_are_counted_not_guessed() -> None:
     log = logged(frame, "champion", "1", True, np.full(100, 0.3), "canary")
     log.loc[:9, "key"] = None  # ten rows sent without a key
     labels = labels_of(frame).iloc[50:]  # labels landed for half the flights
-    result = compare_arms(log, labels, threshold=0.5)
+    result = compare_arms(log, labels, BINARY)
     assert result.keyed_rows == 90 and result.labelled_rows == 50
     assert any("carry no `key`" in note for note in result.notes)
     assert result.arms[0].labelled_rows == 50
@@ -98,7 +99,7 @@ def test_rows_without_key_or_label_are_counted_not_guessed() -> None:
 
 def test_no_matching_key_says_so() -> None:
     log = logged(flights(50), "champion", "1", True, np.full(50, 0.3), "none")
-    result = compare_arms(log, labels_of(flights(50, seed=9).assign(month=7)), threshold=0.5)
+    result = compare_arms(log, labels_of(flights(50, seed=9).assign(month=7)), BINARY)
     assert result.labelled_rows == 0
     assert any("no logged key matches" in note for note in result.notes)
     assert result.arms[0].metrics == {}

@@ -13,6 +13,7 @@ from mlops.errors import TrainingError
 from mlops.tracking import SKOPS_TRUSTED_TYPES
 from tasks.evaluate import Evaluation
 from tasks.features import Split
+from mlops.objective import BINARY
 from tasks.train import CandidateResult, build_pipeline, fit_and_evaluate, search_space, select_best
 
 FEATURES = FeaturesConfig(numeric=["x1", "x2"], categorical=["c"])
@@ -47,16 +48,16 @@ HGB = CandidateConfig(
 
 def test_search_space_maps_config_to_distributions() -> None:
     space = search_space(HGB)
-    assert set(space) == {"classifier__learning_rate", "classifier__max_leaf_nodes"}
-    assert isinstance(space["classifier__learning_rate"], type(stats.loguniform(0.1, 1)))
-    assert space["classifier__max_leaf_nodes"] == [7, 15]
+    assert set(space) == {"model__learning_rate", "model__max_leaf_nodes"}
+    assert isinstance(space["model__learning_rate"], type(stats.loguniform(0.1, 1)))
+    assert space["model__max_leaf_nodes"] == [7, 15]
 
 
 def test_fit_and_evaluate_learns_and_is_deterministic() -> None:
     split = _split()
     training = _training(BASELINE, HGB)
-    first = fit_and_evaluate(HGB, split, FEATURES, training, cv_folds=3)
-    second = fit_and_evaluate(HGB, split, FEATURES, training, cv_folds=3)
+    first = fit_and_evaluate(HGB, split, FEATURES, training, BINARY, cv_folds=3)
+    second = fit_and_evaluate(HGB, split, FEATURES, training, BINARY, cv_folds=3)
     assert first.evaluation is not None and second.evaluation is not None
     assert first.evaluation.metrics["roc_auc"] > 0.7
     assert first.evaluation.metrics == second.evaluation.metrics
@@ -86,13 +87,13 @@ def test_select_best_picks_by_cross_validation_not_holdout() -> None:
         _result("a", False, 0.80, 0.70),
         _result("b", False, 0.75, 0.72),
     ]
-    assert select_best(results, "roc_auc", min_gain=0.01).name == "a"
+    assert select_best(results, BINARY, min_gain=0.01).name == "a"
 
 
 def test_select_best_fails_when_nothing_beats_the_baseline() -> None:
     results = [_result("logistic", True, 0.70, 0.71), _result("gbm", False, 0.72, 0.715)]
     with pytest.raises(TrainingError, match="no candidate beats the baseline"):
-        select_best(results, "roc_auc", min_gain=0.01)
+        select_best(results, BINARY, min_gain=0.01)
 
 
 def test_every_configured_candidate_serialises_with_only_the_trusted_types() -> None:
@@ -102,7 +103,7 @@ def test_every_configured_candidate_serialises_with_only_the_trusted_types() -> 
     X = split.X_train.assign(**{c: 0.0 for c in config.features.numeric if c not in split.X_train})
     X = X.assign(**{c: "a" for c in config.features.categorical if c not in X})
     for candidate in config.training.candidates:
-        pipeline = build_pipeline(candidate, config.features, seed=0).fit(X, split.y_train)
+        pipeline = build_pipeline(candidate, config.features, BINARY, seed=0).fit(X, split.y_train)
         untrusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
         assert set(untrusted) <= set(SKOPS_TRUSTED_TYPES), (candidate.name, untrusted)
 
@@ -118,7 +119,7 @@ def test_parallel_fits_in_worker_threads_are_reproducible() -> None:
     def run() -> list[float]:
         with ThreadPoolExecutor(2) as pool:
             results = pool.map(
-                lambda c: fit_and_evaluate(c, split, FEATURES, training, 3, openmp_threads=1), [HGB, HGB]
+                lambda c: fit_and_evaluate(c, split, FEATURES, training, BINARY, 3, openmp_threads=1), [HGB, HGB]
             )
             return [r.evaluation.metrics["log_loss"] for r in results]
 
