@@ -66,8 +66,8 @@ from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
 from tasks.gates import (
     ApprovalAnswer,
-    AucComparison,
     GateResult,
+    MetricComparison,
     ProbeResult,
     SliceRow,
     approval_gate,
@@ -145,7 +145,7 @@ class Evaluation:
     rows: int = 0
     gates: list[GateResult] = field(default_factory=list)
     slices: list[SliceRow] = field(default_factory=list)
-    comparison: AucComparison | None = None
+    comparison: MetricComparison | None = None
     probe: ProbeResult | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     blocked: str | None = None  # why nothing was evaluated (the challenger is the champion)

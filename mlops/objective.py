@@ -205,7 +205,10 @@ def _log_loss(o: Objective, y: np.ndarray, p: np.ndarray, classes: Any, w: Any) 
         return skm.log_loss(y, p, labels=[0, 1], sample_weight=w)
     order = _order(o, p, classes)
     clipped = np.clip(p, 1e-15, 1.0)
-    return skm.log_loss(y, clipped / clipped.sum(axis=1, keepdims=True), labels=order, sample_weight=w)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    # scikit-learn reads the columns in sorted label order, whatever order `labels` lists
+    by_label = sorted(range(len(order)), key=lambda i: order[i])
+    return skm.log_loss(y, clipped[:, by_label], labels=[order[i] for i in by_label], sample_weight=w)
 
 
 def _roc_auc_ovr(o: Objective, y: np.ndarray, p: np.ndarray, classes: Any, w: Any) -> float:

@@ -181,7 +181,9 @@ def time_split(
         if part.empty:
             raise BadBatchError(f"the {name} split has no rows")
         if part[label].dtype != np.float64 and part[label].nunique() < 2:
-            raise BadBatchError(f"the {name} split has {len(part)} rows and needs at least two classes (both classes of a 0/1 label) to train on")
+            raise BadBatchError(
+                f"the {name} split has {len(part)} rows and needs at least two classes (both classes of a 0/1 label) to train on"
+            )
     cols = features.columns
     return Split(
         train[cols],

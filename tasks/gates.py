@@ -302,7 +302,9 @@ def compare_roc_auc(
 ) -> MetricComparison:
     """The binary ROC-AUC comparison (bench/promotion_bootstrap.py measures this one)."""
     objective = Objective("binary", "roc_auc")
-    return compare_with_bootstrap(objective, y, challenger, champion, resamples, confidence, seed, None, chunk)
+    return compare_with_bootstrap(
+        objective, y, challenger, champion, resamples, confidence, seed, None, chunk
+    )
 
 
 def champion_gates(
@@ -441,7 +443,9 @@ def slice_gate(
         else ""
     )
     if not evaluated:
-        return skip(name, f"no {column} slice has >= {settings.min_rows} rows it can be scored on{skipped_note}")
+        return skip(
+            name, f"no {column} slice has >= {settings.min_rows} rows it can be scored on{skipped_note}"
+        )
     worst = max(evaluated, key=lambda r: r.drop if r.drop is not None else -np.inf)
     failing = [r for r in evaluated if r.status == "failed"]
     detail = (

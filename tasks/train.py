@@ -109,7 +109,7 @@ def make_estimator(
         # After the ColumnTransformer the categorical columns come last, in config order.
         n_num = len(features.numeric)
         params.setdefault("categorical_features", list(range(n_num, n_num + len(features.categorical))))
-    if "verbose" in defaults and cls.__module__.startswith("lightgbm"):
+    if cls.__module__.startswith("lightgbm"):
         params.setdefault("verbose", -1)  # LightGBM prints a line per fit otherwise
     try:
         return cls(**params)

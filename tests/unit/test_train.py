@@ -10,10 +10,10 @@ from scipy import stats
 
 from mlops.config import CandidateConfig, Distribution, FeaturesConfig, TrainingConfig, load_config
 from mlops.errors import TrainingError
+from mlops.objective import BINARY
 from mlops.tracking import SKOPS_TRUSTED_TYPES
 from tasks.evaluate import Evaluation
 from tasks.features import Split
-from mlops.objective import BINARY
 from tasks.train import CandidateResult, build_pipeline, fit_and_evaluate, search_space, select_best
 
 FEATURES = FeaturesConfig(numeric=["x1", "x2"], categorical=["c"])
@@ -119,7 +119,8 @@ def test_parallel_fits_in_worker_threads_are_reproducible() -> None:
     def run() -> list[float]:
         with ThreadPoolExecutor(2) as pool:
             results = pool.map(
-                lambda c: fit_and_evaluate(c, split, FEATURES, training, BINARY, 3, openmp_threads=1), [HGB, HGB]
+                lambda c: fit_and_evaluate(c, split, FEATURES, training, BINARY, 3, openmp_threads=1),
+                [HGB, HGB],
             )
             return [r.evaluation.metrics["log_loss"] for r in results]
 
