@@ -3,6 +3,8 @@ bootstrap of any metric, on constructed data (no server)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,7 +126,9 @@ def test_target_settings_must_fit_the_kind() -> None:
 
 
 def test_a_metric_of_another_kind_is_a_config_error(tmp_path) -> None:
-    text = open("examples/flights-regression/mlops.yaml").read().replace("metric: mae", "metric: roc_auc")
+    text = (
+        Path("examples/flights-regression/mlops.yaml").read_text().replace("metric: mae", "metric: roc_auc")
+    )
     path = tmp_path / "examples" / "x" / "mlops.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(text)
