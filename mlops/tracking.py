@@ -99,8 +99,25 @@ class Tracker:
         self.tracking_uri = tracking_uri.rstrip("/")
         mlflow.set_tracking_uri(self.tracking_uri)
         self.client = MlflowClient(self.tracking_uri)
+        self.experiment_id = self._experiment_id(experiment)
+
+    def _experiment_id(self, experiment: str) -> str:
+        """The experiment's id, created on first use. Two flows starting at once may both
+        find it missing; the one that loses the create reads the winner's."""
+        from mlflow.exceptions import MlflowException
+
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(experiment)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            return found.experiment_id
 
     # -- links a user can click -------------------------------------------------------
     def run_url(self, run_id: str) -> str:

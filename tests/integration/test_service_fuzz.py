@@ -27,8 +27,9 @@ from schemathesis.specs.openapi.checks import (
 
 from mlops.clients import client_settings
 from mlops.config import CandidateConfig, ProjectConfig, ServingConfig
+from mlops.objective import Objective
 from mlops.storage import Store
-from mlops.tracking import Tracker
+from mlops.tracking import Tracker, skops_types
 from tasks.features import build_training_frame
 from tasks.train import build_pipeline
 from tests.integration.test_serving import running_service
@@ -71,13 +72,18 @@ def fuzz_model(stack, sampled_landing: Store, fuzz_config: ProjectConfig) -> str
     dims = {join.table: read(data.tables[join.table].key()) for join in data.joins}
     training = build_training_frame(batches, dims, fuzz_config, "fuzz")
     features = fuzz_config.features
-    pipeline = build_pipeline(FOREST, features, fuzz_config.training.seed)
+    pipeline = build_pipeline(FOREST, features, Objective.of(fuzz_config), fuzz_config.training.seed)
     pipeline.fit(training.frame[features.columns], training.frame[fuzz_config.target.label])
     with client_settings(fuzz_config):
         tracker = Tracker(fuzz_config.stack.tracking_uri, fuzz_config.registry.experiment)
         with tracker.pipeline_run("fuzz-model", {"pipeline": "fuzz"}):
             registered = tracker.register_model(
-                pipeline, MODEL, training.frame[features.columns], {}, "fitted for the OpenAPI fuzz test"
+                pipeline,
+                MODEL,
+                training.frame[features.columns],
+                {},
+                "fitted for the OpenAPI fuzz test",
+                trusted_types=skops_types(pipeline),
             )
         tracker.set_alias(MODEL, "champion", registered.version)
     return registered.version
