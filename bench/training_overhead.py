@@ -32,10 +32,9 @@ def bare_pipeline(config_path: str, start: str, end: str) -> dict:
 
     from mlops.config import load_config
     from mlops.objective import Objective
-    from mlops.periods import period_range
     from mlops.storage import open_store
     from tasks.features import build_training_frame, fingerprint_inputs, time_split
-    from tasks.ingest import ingest_file
+    from tasks.ingest import TimeColumn, ingest_file
     from tasks.train import fit_and_evaluate, select_best
     from tasks.validate import load_suite_json, validate_frame
 
@@ -45,14 +44,15 @@ def bare_pipeline(config_path: str, start: str, end: str) -> dict:
         open_store(config.store_uri(u), data.s3)
         for u in (data.landing_uri, data.snapshot_uri, data.quarantine_uri)
     )
-    periods = period_range(start, end)
+    periods = data.periods.range(start, end)
     jobs = {p: (data.batch_table, p, data.tables[data.batch_table].key(p)) for p in periods}
     jobs |= {t: (t, None, s.key()) for t, s in data.tables.items() if t != data.batch_table}
+    times = TimeColumn.of(data)
     with ThreadPoolExecutor(2) as pool:
         batches = dict(
             zip(
                 jobs,
-                pool.map(lambda j: ingest_file(landing, snapshots, quarantine, *j), jobs.values()),
+                pool.map(lambda j: ingest_file(landing, snapshots, quarantine, *j, times), jobs.values()),
                 strict=True,
             )
         )
@@ -62,7 +62,13 @@ def bare_pipeline(config_path: str, start: str, end: str) -> dict:
             snapshot, frame = batches[label]
             suite = load_suite_json(expectations, data.tables[snapshot.table].suite)
             return validate_frame(
-                frame, suite, label, data.time_column if snapshot.period else None, snapshot.period
+                frame,
+                suite,
+                label,
+                data.time_column if snapshot.period else None,
+                snapshot.period,
+                data.periods,
+                data.timezone,
             )
 
         reports = list(pool.map(check, [k for k in batches if data.tables[batches[k][0].table].suite]))
@@ -150,7 +156,6 @@ def main() -> None:
     from app.stack import start_stack, stop_stack
     from bench.common import isolated_config, machine_line, write_result
     from mlops.config import load_config
-    from mlops.periods import period_range
     from mlops.storage import open_store
 
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
@@ -158,7 +163,10 @@ def main() -> None:
         landing = tmp_path / "landing"
         base = load_config(args.config)
         seed_landing(
-            base, open_store(str(landing), base.data.s3), period_range(args.start, args.end), args.sample
+            base,
+            open_store(str(landing), base.data.s3),
+            base.data.periods.range(args.start, args.end),
+            args.sample,
         )
         stack_config = load_config(isolated_config(tmp_path / "stack", landing, Path(args.config)))
         print(f"machine: {machine_line()}")

@@ -64,7 +64,7 @@ def build_deployments(config: ProjectConfig, config_path: str) -> list[Any]:
         training_pipeline.to_deployment(
             name=name,
             parameters=defaults,
-            description="Train, evaluate and register a model on a range of months",
+            description="Train, evaluate and register a model on a range of periods",
             tags=tags,
             entrypoint_type=module,
         ),
@@ -72,7 +72,7 @@ def build_deployments(config: ProjectConfig, config_path: str) -> list[Any]:
             name=name,
             schedules=[Cron(settings.monitoring_cron, timezone=settings.timezone)],
             parameters=defaults,
-            description="Judge the newest landed month against the champion's training data",
+            description="Judge the newest landed period against the champion's training data",
             tags=tags,
             entrypoint_type=module,
         ),
@@ -82,7 +82,7 @@ def build_deployments(config: ProjectConfig, config_path: str) -> list[Any]:
             triggers=[drift_trigger],
             parameters=defaults,
             concurrency_limit=1,  # one drift event at a time retrains; the next waits its turn
-            description="Retrain on the months before a batch; the promotion gates judge on the batch",
+            description="Retrain on the periods before a batch; the promotion gates judge on the batch",
             tags=tags,
             entrypoint_type=module,
         ),

@@ -34,7 +34,7 @@ from mlops.config import ProjectConfig, load_config
 from mlops.errors import BadBatchError, ConfigError
 from mlops.names import CHALLENGER, CHAMPION, PERIODS_TAG
 from mlops.objective import Objective
-from mlops.periods import PERIOD_PATTERN, period_start
+from mlops.periods import ANY_PERIOD_PATTERN
 from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
 from tasks.drift import (
@@ -69,12 +69,12 @@ class MonitoringRequest(BaseModel):
 
     config_path: str = Field("mlops.yaml", description="Project config file")
     source: Literal["landing", "prediction_log"] = Field(
-        "landing", description="landing: a month of the landing zone; prediction_log: served predictions"
+        "landing", description="landing: a period of the landing zone; prediction_log: served predictions"
     )
     period: str | None = Field(
         None,
-        description="landing: the month, YYYY-MM; empty: the newest landed month",
-        pattern=PERIOD_PATTERN,
+        description="landing: the period, in data.cadence's form; empty: the newest landed one",
+        pattern=ANY_PERIOD_PATTERN,
     )
     first_day: date | None = Field(None, description="prediction_log: first day (UTC); empty: last_day")
     last_day: date | None = Field(None, description="prediction_log: last day (UTC); empty: today")
@@ -148,14 +148,15 @@ def load_landing_batch(config: ProjectConfig, stores: Stores, period: str | None
     """Ingest a month (snapshot it, like training does) and shape it like the training frame.
     A file that is not a readable table, or is empty, is quarantined and cannot be judged."""
     spec = config.data.tables[config.data.batch_table]
-    period = period or newest_period(stores.landing, spec)
+    periods = config.data.periods
+    period = periods.require(period) if period else newest_period(stores.landing, spec, periods)
     name = f"{config.data.batch_table}/{period}"
     try:
         batches = ingest_batches(config, stores, [period])
     except BadBatchError as exc:
         return LoadedBatch(name, period, None, str(exc))
     current = build_current_frame(batches[period].frame, dimension_frames(batches), config)
-    stamp = period_start(period)
+    stamp = periods.start(period)
     return LoadedBatch(f"{name}@{batches[period].snapshot.sha256[:12]}", period, current, timestamp=stamp)
 
 

@@ -61,7 +61,6 @@ from mlops.names import (
     VALIDATION_TAG,
 )
 from mlops.objective import Objective
-from mlops.periods import period_range
 from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
 from tasks.gates import (
@@ -94,8 +93,8 @@ class PromotionRequest(BaseModel):
     config_path: str = Field("mlops.yaml", description="Project config file")
     eval_period: str | None = Field(
         None,
-        description="YYYY-MM of the newest labelled month neither model trained on;"
-        " empty: the month after the challenger's last training month",
+        description="The newest labelled period neither model trained on, in data.cadence's form;"
+        " empty: the period after the challenger's last training period",
     )
     challenger_version: str | None = Field(
         None, description="Model version to judge; empty: the version with alias `challenger`"
@@ -596,10 +595,10 @@ def promotion(request: PromotionRequest = PromotionRequest()) -> PromotionDecisi
     tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)  # fails fast if down
     name = config.registry.model_name
     challenger = resolve_challenger(tracker, name, request.challenger_version)
-    eval_period = request.eval_period or default_eval_period(
-        challenger.version, challenger.tags.get(PERIODS_TAG)
+    eval_period = config.data.periods.require(  # a malformed period fails here, naming its form
+        request.eval_period
+        or default_eval_period(challenger.version, challenger.tags.get(PERIODS_TAG), config.data.periods)
     )
-    period_range(eval_period, eval_period)  # a malformed month fails here, naming itself
     require_approval = (
         settings.approval.required if request.require_approval is None else request.require_approval
     )

@@ -36,7 +36,7 @@ from mlops.config import ProjectConfig, load_config, save_config
 from mlops.errors import ConfigError, LandingError, NoBetterThanBaselineError
 from mlops.names import CHAMPION, PREVIOUS
 from mlops.objective import NAMES
-from mlops.periods import PERIOD_PATTERN, period_range
+from mlops.periods import ANY_PERIOD_PATTERN
 from mlops.storage import Stores
 from mlops.tracking import Tracker
 from tasks.drift import landed_periods
@@ -45,12 +45,14 @@ REPLAY_SUFFIX = "-replay"
 
 
 class ReplayRequest(BaseModel):
-    """Which months to play. Prefect renders this as the run form in its UI."""
+    """Which periods to play. Prefect renders this as the run form in its UI."""
 
     config_path: str = Field("mlops.yaml", description="Project config file")
-    start: str = Field("2013-01", description="First month, YYYY-MM", pattern=PERIOD_PATTERN)
-    end: str = Field("2013-12", description="Last month, YYYY-MM", pattern=PERIOD_PATTERN)
-    bootstrap_months: int = Field(3, ge=2, description="Months the first model is trained on")
+    start: str = Field(
+        "2013-01", description="First period, in data.cadence's form", pattern=ANY_PERIOD_PATTERN
+    )
+    end: str = Field("2013-12", description="Last period", pattern=ANY_PERIOD_PATTERN)
+    bootstrap_months: int = Field(3, ge=2, description="Periods the first model is trained on")
 
 
 @dataclass
@@ -284,18 +286,18 @@ def record(tracker: Tracker, outcome: ReplayOutcome, png: bytes, folder: Path) -
 def replay(request: ReplayRequest = ReplayRequest()) -> ReplayOutcome:  # noqa: B008
     logger = get_run_logger()
     base = load_config(request.config_path)
-    periods = period_range(request.start, request.end)
+    periods = base.data.periods.range(request.start, request.end)
     if len(periods) <= request.bootstrap_months:
         raise ConfigError(
-            f"{request.start}..{request.end} has {len(periods)} month(s): the bootstrap takes"
+            f"{request.start}..{request.end} has {len(periods)} period(s): the bootstrap takes"
             f" {request.bootstrap_months}, leaving none to monitor"
         )
     stores = Stores.from_config(base)
-    landed = set(landed_periods(stores.landing, base.data.tables[base.data.batch_table]))
+    landed = set(landed_periods(stores.landing, base.data.tables[base.data.batch_table], base.data.periods))
     missing = [p for p in periods if p not in landed]
     if missing:
         raise LandingError(
-            f"months {missing} are not in the landing zone {stores.landing.uri}:"
+            f"periods {missing} are not in the landing zone {stores.landing.uri}:"
             f" run `mlops seed --start {request.start} --end {request.end}`"
         )
     config = replay_config(base)

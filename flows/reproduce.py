@@ -31,6 +31,7 @@ from mlops.objective import Objective
 from mlops.storage import Stores
 from mlops.tracking import RunRecord, Tracker, code_version
 from tasks.features import time_split
+from tasks.ingest import TimeColumn
 from tasks.lineage import read_recorded_snapshots, resolve_version
 from tasks.lineage_records import (
     MetricComparison,
@@ -101,7 +102,7 @@ def rebuild(
     config: ProjectConfig, stores: Stores, inputs: list[dict], recorded_fingerprint: str
 ) -> tuple[list[CandidateResult], CandidateResult | None, pd.DataFrame, str | None]:
     """Snapshots → features → every candidate, as the training flow computes them, uncached."""
-    snapshots = read_recorded_snapshots(stores.snapshots, inputs)
+    snapshots = read_recorded_snapshots(stores.snapshots, inputs, TimeColumn.of(config.data))
     fingerprint = batch_fingerprint(config, [s.sha256 for s, _ in snapshots])
     if fingerprint != recorded_fingerprint:
         raise ConfigError(

@@ -19,7 +19,7 @@ from flows.training import TrainingRequest, training_pipeline
 from mlops.config import load_config
 from mlops.errors import MlopsError, TrainingError
 from mlops.names import CHAMPION
-from mlops.periods import PERIOD_PATTERN
+from mlops.periods import ANY_PERIOD_PATTERN
 from mlops.storage import Stores
 from mlops.tracking import Tracker
 from tasks.drift import landed_periods, retraining_window
@@ -31,14 +31,14 @@ class RetrainingRequest(BaseModel):
     config_path: str = Field("mlops.yaml", description="Project config file")
     batch: str | None = Field(
         None,
-        description="The month that calls for retraining, YYYY-MM; empty: the newest landed month."
-        " Training uses the months before it; the promotion judges on it",
-        pattern=PERIOD_PATTERN,
+        description="The period that calls for retraining, in data.cadence's form; empty: the newest"
+        " landed one. Training uses the periods before it; the promotion judges on it",
+        pattern=ANY_PERIOD_PATTERN,
     )
     earliest: str | None = Field(
         None,
-        description="Train on no month before this one, YYYY-MM; empty: monitoring.retrain_window",
-        pattern=PERIOD_PATTERN,
+        description="Train on no period before this one; empty: monitoring.retrain_window",
+        pattern=ANY_PERIOD_PATTERN,
     )
     reason: str = Field("", description="Why (e.g. the drift verdict), kept with the run")
     require_approval: bool | None = Field(
@@ -85,16 +85,20 @@ def retraining(request: RetrainingRequest = RetrainingRequest()) -> RetrainingOu
     config_path = str(Path(request.config_path).resolve())
     config = load_config(config_path)
     stores = Stores.from_config(config)
-    landed = landed_periods(stores.landing, config.data.tables[config.data.batch_table])
+    periods = config.data.periods
+    for given in (request.batch, request.earliest):
+        if given:
+            periods.require(given)  # a period of another cadence is named before any work
+    landed = landed_periods(stores.landing, config.data.tables[config.data.batch_table], periods)
     if request.earliest:
         landed = [p for p in landed if p >= request.earliest]
     batch = request.batch or (landed[-1] if landed else "")
-    window = retraining_window(batch, config.monitoring.retrain_window, landed) if batch else []
+    window = retraining_window(batch, config.monitoring.retrain_window, landed, periods) if batch else []
     outcome = RetrainingOutcome(batch=batch, periods=window)
 
     if len(window) < 2:
         outcome.reasons = [
-            f"nothing to retrain on: {len(window)} landed month(s) before {batch or 'the newest month'}"
+            f"nothing to retrain on: {len(window)} landed period(s) before {batch or 'the newest period'}"
             " (training needs one to learn from and one to hold out)"
         ]
     else:
@@ -115,7 +119,7 @@ def retraining(request: RetrainingRequest = RetrainingRequest()) -> RetrainingOu
             if trained.reused and trained.model_version == champion:
                 outcome.champion_version = champion
                 outcome.reasons = [
-                    f"nothing new: v{champion}, the champion, was trained on these very months"
+                    f"nothing new: v{champion}, the champion, was trained on these very periods"
                 ]
             else:
                 promoted, after, reasons, url = judge_challenger(
@@ -134,7 +138,7 @@ def retraining(request: RetrainingRequest = RetrainingRequest()) -> RetrainingOu
     create_markdown_artifact(
         "\n".join(
             [
-                f"## Retraining for {batch or '(no month)'}: {decision}",
+                f"## Retraining for {batch or '(no period)'}: {decision}",
                 "",
                 f"Why: {request.reason or 'requested'}",
                 f"Trained on: {', '.join(window) or '-'} (the last one held out); judged on {batch or '-'}.",

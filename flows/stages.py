@@ -32,7 +32,7 @@ from mlops.tracking import Tracker
 from tasks.drift import Lineage, build_current_frame, build_reference, current_quality, run_report
 from tasks.features import build_training_frame, fingerprint_inputs
 from tasks.gates import MetricComparison, ProbeResult, compare_with_bootstrap, slice_rows
-from tasks.ingest import Snapshot, ingest_file, quarantine_batch
+from tasks.ingest import Snapshot, TimeColumn, ingest_file, quarantine_batch
 from tasks.lineage import collect_lineage
 from tasks.lineage_render import lineage_markdown
 from tasks.train import fit_and_evaluate
@@ -186,8 +186,9 @@ def ingest_batches(config: ProjectConfig, stores: Stores, periods: list[str]) ->
     data = config.data
     jobs = {p: (data.batch_table, p, data.tables[data.batch_table].key(p)) for p in periods}
     jobs |= {t: (t, None, spec.key()) for t, spec in data.tables.items() if t != data.batch_table}
+    times = TimeColumn.of(data)
     futures = {
-        label: ingest_table.submit(stores.landing, stores.snapshots, stores.quarantine, *job)
+        label: ingest_table.submit(stores.landing, stores.snapshots, stores.quarantine, *job, times)
         for label, job in jobs.items()
     }
     # Wait for every file before failing, so each bad one is quarantined and named in one run
@@ -219,6 +220,8 @@ def validate_batches(config: ProjectConfig, batches: dict[str, Batch]) -> dict[s
             batch.name,
             config.data.time_column if partitioned else None,
             batch.snapshot.period,
+            config.data.periods,
+            config.data.timezone,
         )
     reports = {label: future.result() for label, future in futures.items()}
     create_table_artifact(

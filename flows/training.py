@@ -51,7 +51,7 @@ from mlops.names import (
     VALIDATION_TAG,
 )
 from mlops.objective import HEADLINE, NAMES, Objective
-from mlops.periods import PERIOD_PATTERN, period_range
+from mlops.periods import ANY_PERIOD_PATTERN
 from mlops.storage import Stores
 from mlops.tracking import RegisteredVersion, Tracker, code_version, skops_types
 from tasks.features import Split, TrainingFrame, time_split
@@ -63,8 +63,10 @@ from tasks.validate import ValidationReport, load_suite_json, render_data_docs
 class TrainingRequest(BaseModel):
     """What to train on. Prefect renders this as the run form in its UI."""
 
-    start: str = Field("2013-01", description="First month of data, YYYY-MM", pattern=PERIOD_PATTERN)
-    end: str = Field("2013-06", description="Last month, YYYY-MM (the holdout)", pattern=PERIOD_PATTERN)
+    start: str = Field(
+        "2013-01", description="First period of data, in data.cadence's form", pattern=ANY_PERIOD_PATTERN
+    )
+    end: str = Field("2013-06", description="Last period (the holdout)", pattern=ANY_PERIOD_PATTERN)
     config_path: str = Field("mlops.yaml", description="Project config file")
 
 
@@ -249,7 +251,7 @@ def leaderboard_markdown(results: list[CandidateResult], best: CandidateResult, 
 def training_pipeline(request: TrainingRequest = TrainingRequest()) -> TrainingOutcome:  # noqa: B008
     logger = get_run_logger()
     config = load_config(request.config_path)
-    periods = period_range(request.start, request.end)
+    periods = config.data.periods.range(request.start, request.end)
     check_candidates(config)  # a wrong estimator fails here, before any data is read
     stores = Stores.from_config(config)
     tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)  # fails fast if down

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from mlops.errors import ConfigError
+from mlops.periods import Cadence, Periods
 
 
 class Strict(BaseModel):
@@ -75,7 +77,25 @@ class DataConfig(Strict):
     tables: dict[str, TableSpec]
     joins: list[JoinSpec] = []
     time_column: str
+    # What one landing file of the batch table holds, and how its period is written
+    # ('2013-07-04', '2013-W27', '2013-07'); every period argument follows it.
+    cadence: Cadence = "month"
+    # Naive times in the time column are read in this zone, and periods begin at its midnight.
+    timezone: str = "UTC"
     key_columns: list[str] = []
+
+    @property
+    def periods(self) -> Periods:
+        return Periods(self.cadence)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, America/New_York)") from None
+        return value
 
     @model_validator(mode="after")
     def _tables_exist(self) -> DataConfig:
@@ -304,6 +324,15 @@ class ServingConfig(Strict):
     batch_wait_ms: float = Field(0.0, ge=0, le=100)  # extra wait to gather a micro-batch
 
 
+# The schedules' defaults by cadence: monitor the newest period soon after it lands; retrain
+# on a slower beat (quarterly for months, monthly for weeks, weekly for days).
+CADENCE_CRONS: dict[str, dict[str, str]] = {
+    "day": {"monitoring_cron": "0 6 * * *", "retraining_cron": "0 7 * * 1"},
+    "week": {"monitoring_cron": "0 6 * * 2", "retraining_cron": "0 7 1 * *"},
+    "month": {"monitoring_cron": "0 6 2 * *", "retraining_cron": "0 7 3 1,4,7,10 *"},
+}
+
+
 # Distances only: a score at or above its threshold is drift whatever the batch size, where a
 # p-value would flag any shift in a batch of 28k rows.
 NumericDriftMethod = Literal["wasserstein", "psi", "hellinger", "jensenshannon", "kl_div"]
@@ -331,8 +360,9 @@ class MonitoringConfig(Strict):
     min_rows: int = Field(200, ge=1)  # fewer rows in a batch cannot be judged
     max_unassessable_share: float = Field(0.5, ge=0, le=1)  # more columns than this unassessable: no verdict
     reference_max_rows: int | None = Field(None, ge=1000)  # seeded sample of the reference (speed)
-    retrain_window: int = Field(6, ge=2)  # months a retraining uses, the last one as its holdout
-    monitoring_cron: str = "0 6 2 * *"  # the newest landed month, once it has landed
+    retrain_window: int = Field(6, ge=2)  # periods a retraining uses, the last one as its holdout
+    # Defaults follow data.cadence (CADENCE_CRONS); these are a month's.
+    monitoring_cron: str = "0 6 2 * *"  # the newest landed period, once it has landed
     retraining_cron: str = "0 7 3 1,4,7,10 *"
     timezone: str = "UTC"  # of the cron schedules
     workspace_dir: str = "evidently"  # Evidently workspace under stack.state_dir (read by `evidently ui`)
@@ -471,6 +501,17 @@ class ProjectConfig(Strict):
             raw = {**raw, "training": {**training, "metric": metric}}
         return raw
 
+    @model_validator(mode="before")
+    @classmethod
+    def _schedules_of_cadence(cls, raw: Any) -> Any:
+        """The monitoring and retraining crons default by data.cadence."""
+        data = raw.get("data") if isinstance(raw, dict) else None
+        monitoring = raw.get("monitoring", {}) if isinstance(raw, dict) else None
+        if isinstance(data, dict) and isinstance(monitoring, dict):
+            defaults = CADENCE_CRONS.get(data.get("cadence", "month"), CADENCE_CRONS["month"])
+            raw = {**raw, "monitoring": {**defaults, **monitoring}}
+        return raw
+
     @model_validator(mode="after")
     def _metrics_fit_kind(self) -> ProjectConfig:
         kind = self.target.kind
@@ -516,6 +557,11 @@ class ProjectConfig(Strict):
         )
         for where in ("landing_uri", "snapshot_uri", "quarantine_uri", "s3"):
             payload["data"].pop(where)
+        # Settings added later count only when set away from their default, so the versions
+        # registered before them keep their config hash (and `mlops reproduce` its match).
+        for key, default in (("cadence", "month"), ("timezone", "UTC")):
+            if payload["data"][key] == default:
+                payload["data"].pop(key)
         # The margin over the baselines only decides whether the result is registered.
         payload["training"].pop("min_gain_over_baseline")
         blob = json.dumps(payload, sort_keys=True).encode()

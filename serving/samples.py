@@ -8,7 +8,6 @@ what a well-behaved client sends: features, nulls for missing values, and a `key
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
@@ -24,11 +23,13 @@ from serving.schema import KEY_FIELD
 def feature_frame(config: ProjectConfig, landing: Store, period: str) -> pd.DataFrame:
     """One landed period's rows with the feature columns (typed as in training) and `key`."""
     from tasks.features import add_derived, join_tables
+    from tasks.ingest import TimeColumn, read_table
 
     data = config.data
 
     def read(table: str, period: str | None = None) -> pd.DataFrame:
-        return pd.read_parquet(io.BytesIO(landing.read_bytes(data.tables[table].key(period))))
+        key = data.tables[table].key(period)
+        return read_table(landing.read_bytes(key), landing.uri_for(key), TimeColumn.of(data))
 
     batch = read(data.batch_table, period)
     dims = {join.table: read(join.table) for join in data.joins}

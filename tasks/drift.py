@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 
 from mlops import prediction_log
-from mlops.config import MonitoringConfig, ProjectConfig, TableSpec
+from mlops.config import DataConfig, MonitoringConfig, ProjectConfig, TableSpec
 from mlops.errors import BadBatchError, ConfigError, LandingError
 from mlops.names import SNAPSHOTS_TAG, TRAINING_FINGERPRINT_TAG
 from mlops.objective import NAMES, NEEDS_TWO_CLASSES, Objective
-from mlops.periods import PERIOD_BODY, shift_period
+from mlops.periods import Periods
 from mlops.storage import Store
 from tasks.features import add_derived, build_training_frame, join_tables, label_rows
-from tasks.ingest import READERS, Snapshot, load_snapshot_manifest, read_snapshot
+from tasks.ingest import READERS, Snapshot, TimeColumn, load_snapshot_manifest, read_snapshot
 
 SCORE = "score"  # the champion's answer as one number: p(positive), the value, or p(its class)
 PREDICTED_CLASS = "predicted_class"  # multiclass: the champion's class, whose mix is prediction drift
@@ -82,15 +82,16 @@ def find_snapshot(store: Store, table: str, sha256: str) -> Snapshot:
 
 
 def load_lineage_tables(
-    store: Store, lineage: Lineage, batch_table: str
+    store: Store, lineage: Lineage, data: DataConfig
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """The snapshots a version was trained on: batch months by period, dimension tables by name."""
     batches: dict[str, pd.DataFrame] = {}
     dims: dict[str, pd.DataFrame] = {}
     for name, sha in lineage.snapshots.items():
         table, _, period = name.partition("/")
-        frame = read_snapshot(store, find_snapshot(store, table, sha))
-        if table == batch_table:
+        times = TimeColumn.of(data)
+        frame = read_snapshot(store, find_snapshot(store, table, sha), times=times)
+        if table == data.batch_table:
             batches[period] = frame
         elif period == STATIC:
             dims[table] = frame
@@ -99,7 +100,7 @@ def load_lineage_tables(
 
 def build_reference(store: Store, lineage: Lineage, config: ProjectConfig) -> pd.DataFrame:
     """The champion's training frame, rebuilt with the training code from its snapshots."""
-    batches, dims = load_lineage_tables(store, lineage, config.data.batch_table)
+    batches, dims = load_lineage_tables(store, lineage, config.data)
     return build_training_frame(batches, dims, config, lineage.fingerprint).frame
 
 
@@ -110,36 +111,37 @@ def sample_rows(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.Data
     return frame.sample(n=max_rows, random_state=seed).sort_index()
 
 
-# -- months in the landing zone -------------------------------------------------------------
+# -- periods in the landing zone ------------------------------------------------------------
 
 
-def landed_periods(landing: Store, spec: TableSpec) -> list[str]:
-    """Months with a file of a partitioned table in the landing zone (any type), oldest first."""
+def landed_periods(landing: Store, spec: TableSpec, periods: Periods) -> list[str]:
+    """Periods with a file of a partitioned table in the landing zone (any type), oldest first."""
     prefix, _, suffix = spec.path.partition("{period}")
     stem = re.sub(r"\.[A-Za-z0-9]+$", "", suffix)
-    pattern = re.compile(rf"^{re.escape(prefix)}({PERIOD_BODY}){re.escape(stem)}\.[A-Za-z0-9]+$")
+    pattern = re.compile(rf"^{re.escape(prefix)}({periods.body}){re.escape(stem)}\.[A-Za-z0-9]+$")
     folder = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
     return sorted({m.group(1) for key in landing.list(folder) if (m := pattern.match(key))})
 
 
-def newest_period(landing: Store, spec: TableSpec) -> str:
-    periods = landed_periods(landing, spec)
-    if not periods:
+def newest_period(landing: Store, spec: TableSpec, periods: Periods) -> str:
+    landed = landed_periods(landing, spec, periods)
+    if not landed:
         raise LandingError(
-            f"no month of {spec.path} in {landing.uri}: run `mlops seed`, or check data.landing_uri"
+            f"no {periods.cadence} of {spec.path} ({periods.form}) in {landing.uri}: run `mlops seed`,"
+            " or check data.landing_uri and data.cadence"
         )
-    return periods[-1]
+    return landed[-1]
 
 
-def retraining_window(batch: str, months: int, landed: list[str]) -> list[str]:
-    """The landed months just before `batch`, at most `months` of them and without a gap: a
+def retraining_window(batch: str, size: int, landed: list[str], periods: Periods) -> list[str]:
+    """The landed periods just before `batch`, at most `size` of them and without a gap: a
     retraining holds out the last one, so `batch` stays unseen for the promotion to judge on."""
     window: list[str] = []
-    period = shift_period(batch, -1)
+    period = periods.shift(batch, -1)
     available = set(landed)
-    while period in available and len(window) < months:
+    while period in available and len(window) < size:
         window.insert(0, period)
-        period = shift_period(period, -1)
+        period = periods.shift(period, -1)
     return window
 
 

@@ -12,6 +12,7 @@ The operational gate's measurements come from a fresh process (`flows/probe.py`)
 from __future__ import annotations
 
 import operator
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from mlops.config import (
 )
 from mlops.errors import PromotionError
 from mlops.objective import NAMES, NEEDS_TWO_CLASSES, Objective, row_losses
-from mlops.periods import PERIOD_RE, next_period
+from mlops.periods import ANY_PERIOD_PATTERN, Periods
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -95,25 +96,25 @@ def verdict(gates: list[GateResult]) -> tuple[bool, list[str]]:
 
 
 def periods_span(tag: str | None) -> tuple[str, str] | None:
-    """The first and last month of a version's `periods` tag ('2013-01..2013-05')."""
+    """The first and last period of a version's `periods` tag ('2013-01..2013-05')."""
     if not tag:
         return None
     first, _, last = tag.partition("..")
     last = last or first
-    if not (PERIOD_RE.match(first) and PERIOD_RE.match(last)):
+    if not (re.match(ANY_PERIOD_PATTERN, first) and re.match(ANY_PERIOD_PATTERN, last)):
         return None
     return first, last
 
 
-def default_eval_period(version: str, periods_tag: str | None) -> str:
-    """The month after the last one a version saw (its holdout included)."""
+def default_eval_period(version: str, periods_tag: str | None, periods: Periods) -> str:
+    """The period after the last one a version saw (its holdout included)."""
     span = periods_span(periods_tag)
     if span is None:
         raise PromotionError(
             f"version {version} has no readable `periods` tag ({periods_tag!r}), so the evaluation"
-            " month cannot be inferred: pass eval_period (YYYY-MM)"
+            f" period cannot be inferred: pass eval_period ({periods.form})"
         )
-    return next_period(span[1])
+    return periods.next(span[1])
 
 
 def require_unseen(eval_period: str, versions: dict[str, str | None]) -> None:
@@ -124,7 +125,7 @@ def require_unseen(eval_period: str, versions: dict[str, str | None]) -> None:
         if span is not None and span[0] <= eval_period <= span[1]:
             raise PromotionError(
                 f"eval period {eval_period} is inside the data of version {version} ({tag}):"
-                " pick a later month that neither model has seen"
+                " pick a later period that neither model has seen"
             )
 
 

@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
+from mlops.config import DataConfig
 from mlops.errors import BadBatchError, LandingError
 from mlops.storage import Store, sha256_bytes
 
@@ -26,6 +27,19 @@ PARQUET_MAGIC = b"PAR1"
 # CSV has no types: such a column is what a Parquet timestamp column becomes in a CSV export.
 ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})")
 OTHER_DELIMITERS = (";", "\t", "|")
+STATED_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+
+
+@dataclass(frozen=True)
+class TimeColumn:
+    """The column that places a row in time, and the zone its naive values are read in."""
+
+    name: str
+    timezone: str = "UTC"
+
+    @classmethod
+    def of(cls, data: DataConfig) -> TimeColumn:
+        return cls(data.time_column, data.timezone)
 
 
 @dataclass(frozen=True)
@@ -74,8 +88,11 @@ def find_landing_key(landing: Store, key: str) -> str:
     )
 
 
-def read_table(data: bytes, name: str) -> pd.DataFrame:
-    """Parse bytes as a table, by the name's extension. Raises BadBatchError on any defect."""
+def read_table(data: bytes, name: str, times: TimeColumn | None = None) -> pd.DataFrame:
+    """Parse bytes as a table, by the name's extension. Raises BadBatchError on any defect.
+
+    With `times`, that column (where the table has it) is normalised to UTC instants: the
+    one place a batch's times are read, so validation, features and monitoring agree."""
     suffix = PurePosixPath(name).suffix.lower()
     if suffix not in READERS:
         raise BadBatchError(
@@ -96,7 +113,69 @@ def read_table(data: bytes, name: str) -> pd.DataFrame:
         frame = _read_csv(data, name)
     if frame.empty:
         raise BadBatchError(f"{name}: table has no rows")
+    if times is not None and times.name in frame.columns:
+        frame[times.name] = normalise_times(frame[times.name], times, name)
     return frame
+
+
+def normalise_times(values: pd.Series, times: TimeColumn, name: str) -> pd.Series:
+    """A timestamp (tz-aware or naive), a date, or ISO text ('2012-01-01', '2024-01',
+    '2012-01-01T10:00:00Z') as UTC instants; naive ones are read in `times.timezone`."""
+    where = f"{name}: time column {times.name!r}"
+    present = values.dropna()
+    if present.empty:
+        raise BadBatchError(
+            f"{where} is empty in all {len(values)} rows: every row needs a time to place it in a period"
+        )
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values if str(values.dt.tz) == "UTC" else values.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return _localise(values, times, where)
+    if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        raise BadBatchError(
+            f"{where} holds {values.dtype} values, not times (e.g. {_examples(present)}):"
+            " write timestamps, dates or ISO 8601 text"
+        )
+    text = present.map(lambda v: v if isinstance(v, str) else None)
+    if text.notna().all():
+        offsets = text.str.contains(STATED_OFFSET)
+        if offsets.any() and not offsets.all():
+            raise BadBatchError(
+                f"{where} mixes times with a UTC offset ({_examples(present[offsets])}) and without"
+                f" ({_examples(present[~offsets])}): write them all one way"
+            )
+        parsed = pd.to_datetime(values, format="ISO8601", utc=bool(offsets.all()), errors="coerce")
+    else:  # dates, datetimes, or a mix of objects
+        try:
+            parsed = pd.to_datetime(values, errors="coerce", utc=False)
+        except (ValueError, TypeError):  # aware and naive objects, or several zones, in one column
+            parsed = pd.to_datetime(values, errors="coerce", utc=True)
+    unread = parsed.isna() & values.notna()
+    if unread.any():
+        raise BadBatchError(
+            f"{where}: {int(unread.sum())} of {len(values)} values cannot be read as times"
+            f" (e.g. {_examples(values[unread])}); write timestamps, dates or ISO 8601 text"
+        )
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        return parsed.dt.tz_convert("UTC")
+    return _localise(parsed, times, where)
+
+
+def _localise(values: pd.Series, times: TimeColumn, where: str) -> pd.Series:
+    try:
+        # A clock time that a DST change repeats is read as standard time, one it skips as the
+        # first valid instant after: a rule, so every run reads the same file the same way.
+        local = values.dt.tz_localize(times.timezone, ambiguous=False, nonexistent="shift_forward")
+        return local.dt.tz_convert("UTC")
+    except (ValueError, OverflowError) as exc:
+        raise BadBatchError(
+            f"{where}: naive times cannot be read in data.timezone {times.timezone} ({exc});"
+            " write them with a UTC offset"
+        ) from None
+
+
+def _examples(values: pd.Series, count: int = 3) -> str:
+    return ", ".join(repr(v) for v in values.drop_duplicates().head(count).tolist())
 
 
 def _read_csv(data: bytes, name: str) -> pd.DataFrame:
@@ -127,13 +206,18 @@ def _read_csv(data: bytes, name: str) -> pd.DataFrame:
 
 
 def snapshot_file(
-    landing: Store, snapshots: Store, table: str, period: str | None, key: str
+    landing: Store,
+    snapshots: Store,
+    table: str,
+    period: str | None,
+    key: str,
+    times: TimeColumn | None = None,
 ) -> tuple[Snapshot, pd.DataFrame]:
     """Copy one landing file into the snapshot store (once per content) and parse it."""
     key = find_landing_key(landing, key)
     data = landing.read_bytes(key)
     source_uri = landing.uri_for(key)
-    frame = read_table(data, source_uri)
+    frame = read_table(data, source_uri, times)
     digest = sha256_bytes(data)
     suffix = PurePosixPath(key).suffix.lower()
     snapshot_key = f"{table}/{digest}{suffix}"
@@ -162,14 +246,16 @@ def load_snapshot_manifest(snapshots: Store, manifest_key: str) -> Snapshot:
     return Snapshot(**json.loads(snapshots.read_bytes(manifest_key)))
 
 
-def read_snapshot(snapshots: Store, snapshot: Snapshot, verify: bool = True) -> pd.DataFrame:
+def read_snapshot(
+    snapshots: Store, snapshot: Snapshot, verify: bool = True, times: TimeColumn | None = None
+) -> pd.DataFrame:
     """Load a snapshot's table, refusing one whose bytes no longer match its hash."""
     data = snapshots.read_bytes(snapshot.key)
     if verify and sha256_bytes(data) != snapshot.sha256:
         raise LandingError(
             f"snapshot {snapshot.uri} was modified: its sha256 no longer matches {snapshot.sha256}"
         )
-    return read_table(data, snapshot.uri)
+    return read_table(data, snapshot.uri, times)
 
 
 def quarantine_batch(
@@ -197,11 +283,17 @@ def quarantine_batch(
 
 
 def ingest_file(
-    landing: Store, snapshots: Store, quarantine: Store, table: str, period: str | None, key: str
+    landing: Store,
+    snapshots: Store,
+    quarantine: Store,
+    table: str,
+    period: str | None,
+    key: str,
+    times: TimeColumn | None = None,
 ) -> tuple[Snapshot, pd.DataFrame]:
     """Snapshot one landing file; quarantine it if it is not a readable table."""
     try:
-        return snapshot_file(landing, snapshots, table, period, key)
+        return snapshot_file(landing, snapshots, table, period, key, times)
     except BadBatchError as exc:
         real_key = find_landing_key(landing, key)
         uri = quarantine_batch(quarantine, table, period, real_key, landing.read_bytes(real_key), str(exc))

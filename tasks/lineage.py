@@ -51,7 +51,7 @@ from mlops.prediction_log import (
 )
 from mlops.storage import Store, sha256_bytes
 from tasks.features import fingerprint_inputs
-from tasks.ingest import Snapshot, read_table
+from tasks.ingest import Snapshot, TimeColumn, read_table
 from tasks.lineage_records import NOT_RECORDED
 
 if TYPE_CHECKING:
@@ -547,7 +547,7 @@ def collect_lineage(
 
 
 def read_recorded_snapshots(
-    store: Store, inputs: list[dict[str, Any]]
+    store: Store, inputs: list[dict[str, Any]], times: TimeColumn | None = None
 ) -> list[tuple[Snapshot, pd.DataFrame]]:
     """Every snapshot a run recorded, read back by its hash. Refuses, naming the file, when one
     is gone or its bytes changed: a rebuild from other bytes would prove nothing."""
@@ -567,5 +567,5 @@ def read_recorded_snapshots(
                 f"{where} was modified: its sha256 is {actual}, the version was trained on {snapshot.sha256};"
                 " restore the original bytes, the version cannot be reproduced from these"
             )
-        loaded.append((snapshot, read_table(data, snapshot.uri)))
+        loaded.append((snapshot, read_table(data, snapshot.uri, times)))
     return loaded

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from mlops.errors import ConfigError
-from mlops.periods import PERIOD_RE
+from mlops.periods import MONTHS, Periods
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no phoning home from a pipeline
 _GX_LOCK = threading.Lock()  # the GX context is shared by validation tasks running in threads
@@ -173,12 +173,13 @@ def _exception_message(info: dict[str, Any] | None) -> str | None:
     return None
 
 
-def period_expectation(time_column: str, period: str) -> dict[str, Any]:
-    """An expectation that every `time_column` value lies in `period` (YYYY-MM, UTC)."""
-    if not PERIOD_RE.match(period):
-        raise ConfigError(f"period {period!r} is not of the form YYYY-MM")
-    start = pd.Timestamp(f"{period}-01", tz="UTC")
-    end = start + pd.offsets.MonthBegin(1)
+def period_expectation(
+    time_column: str, period: str, periods: Periods = MONTHS, timezone: str = "UTC"
+) -> dict[str, Any]:
+    """An expectation that every `time_column` value lies in `period`, which begins and ends
+    at midnight in `timezone` (the column holds UTC instants once ingested)."""
+    start = pd.Timestamp(periods.start(period)).tz_localize(timezone)
+    end = pd.Timestamp(periods.end(period)).tz_localize(timezone)
     return {
         "type": "expect_column_values_to_be_between",
         "kwargs": {
@@ -187,7 +188,7 @@ def period_expectation(time_column: str, period: str) -> dict[str, Any]:
             "max_value": (end + PERIOD_SLACK).to_pydatetime(),
             "strict_max": True,
         },
-        "meta": {"notes": f"every {time_column} falls in {period} (UTC, +/- {PERIOD_SLACK})"},
+        "meta": {"notes": f"every {time_column} falls in {period} ({timezone}, +/- {PERIOD_SLACK})"},
     }
 
 
@@ -223,10 +224,12 @@ def validate_frame(
     batch: str,
     time_column: str | None = None,
     period: str | None = None,
+    periods: Periods = MONTHS,
+    timezone: str = "UTC",
 ) -> ValidationReport:
     """Run one suite on one table and return every failure, plainly described.
 
-    With both `time_column` and `period`, also expect every time to lie in that month.
+    With both `time_column` and `period`, also expect every time to lie in that period.
     """
     import great_expectations as gx
 
@@ -241,7 +244,7 @@ def validate_frame(
 
     specs = list(suite["expectations"])
     if time_column and period:
-        specs.append(period_expectation(time_column, period))
+        specs.append(period_expectation(time_column, period, periods, timezone))
     expectations = [_gx_expectation(name, spec) for spec in specs]
     with _GX_LOCK:
         gx_batch = _gx_batch_definition().get_batch(batch_parameters={"dataframe": frame})

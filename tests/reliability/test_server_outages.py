@@ -20,7 +20,7 @@ import pytest
 from app.stack import start_stack, stop_stack
 from mlops.config import ProjectConfig, load_config, save_config
 from mlops.names import CHALLENGER
-from mlops.periods import period_range
+from mlops.periods import Periods
 from mlops.storage import Store, open_store
 from mlops.tracking import REGISTRATION_TAG, Tracker
 from tests.conftest import REPO_ROOT
@@ -75,7 +75,7 @@ def _invariant_problems(config: ProjectConfig, request: dict[str, str]) -> tuple
         open_store(config.store_uri(u), data.s3)
         for u in (data.landing_uri, data.snapshot_uri, data.quarantine_uri)
     ]
-    keys = [data.tables["flights"].key(p) for p in period_range(request["start"], request["end"])]
+    keys = [data.tables["flights"].key(p) for p in Periods("month").range(request["start"], request["end"])]
     keys += [spec.key() for table, spec in data.tables.items() if table != data.batch_table]
     audit = audit_landing(*stores, keys=keys)
     tracker = Tracker(config.stack.tracking_uri, config.registry.experiment)

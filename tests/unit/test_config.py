@@ -9,7 +9,6 @@ import yaml
 
 from mlops.config import ProjectConfig, load_config
 from mlops.errors import ConfigError
-from mlops.periods import period_range
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "mlops.yaml"
 
@@ -52,23 +51,6 @@ def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("project: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
-
-
-@pytest.mark.parametrize("bad", ["2013-13", "2013-00", "13-01", "2013-1", "2013/01", ""])
-def test_bad_period_is_named(bad: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        period_range(bad, "2013-06")
-    assert repr(bad) in str(info.value)
-
-
-def test_period_range_crosses_years() -> None:
-    assert period_range("2012-11", "2013-02") == ["2012-11", "2012-12", "2013-01", "2013-02"]
-    assert period_range("2013-05", "2013-05") == ["2013-05"]
-
-
-def test_period_range_refuses_reversed_range() -> None:
-    with pytest.raises(ConfigError, match="after"):
-        period_range("2013-06", "2013-01")
 
 
 def test_fingerprint_ignores_where_things_run(config: ProjectConfig) -> None:

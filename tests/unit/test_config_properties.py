@@ -2,8 +2,7 @@
 
 - whatever a YAML file holds, `load_config` returns a config or raises `ConfigError`
   (never a bare library exception), and a rejected value is named by its section;
-- a config saved and loaded again is the same config (same fingerprint, same file);
-- `period_range` lists every month from start to end, in order, once.
+- a config saved and loaded again is the same config (same fingerprint, same file).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from hypothesis import strategies as st
 
 from mlops.config import ProjectConfig, load_config, save_config
 from mlops.errors import ConfigError
-from mlops.periods import PERIOD_RE, period_range
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "mlops.yaml"
 RAW = yaml.safe_load(REPO_CONFIG.read_text())
@@ -145,32 +143,3 @@ def test_save_then_load_is_the_same_config(
     assert loaded.training.threshold == threshold and loaded.serving.port == port
     second = save_config(loaded, tmp_path / "b" / "mlops.yaml")
     assert second.read_text() == first.read_text()
-
-
-periods = st.builds(lambda y, m: f"{y:04d}-{m:02d}", st.integers(1900, 2100), st.integers(1, 12))
-
-
-@settings(max_examples=200, derandomize=True, database=None)
-@given(start=periods, end=periods)
-def test_period_range_lists_each_month_once_in_order(start: str, end: str) -> None:
-    if start > end:
-        with pytest.raises(ConfigError, match="after"):
-            period_range(start, end)
-        return
-    months = period_range(start, end)
-    (y0, m0), (y1, m1) = (map(int, start.split("-")), map(int, end.split("-")))
-    assert len(months) == (y1 - y0) * 12 + (m1 - m0) + 1
-    assert months[0] == start and months[-1] == end
-    assert months == sorted(set(months))
-    assert all(PERIOD_RE.match(m) for m in months)
-
-
-@settings(max_examples=200, derandomize=True, database=None)
-@given(text=st.text(max_size=10))
-def test_period_range_refuses_anything_but_yyyy_mm(text: str) -> None:
-    if PERIOD_RE.match(text):
-        assert period_range(text, text) == [text]
-    else:
-        with pytest.raises(ConfigError) as info:
-            period_range(text, "2013-06")
-        assert repr(text) in str(info.value)

@@ -15,7 +15,7 @@ import pytest
 from app.seed import load_source
 from mlops.config import MonitoringConfig, ProjectConfig, TableSpec, load_config
 from mlops.errors import ConfigError
-from mlops.periods import shift_period
+from mlops.periods import Periods
 from mlops.storage import LocalStore
 from tasks.drift import (
     CANNOT_JUDGE,
@@ -342,13 +342,27 @@ def test_months_in_the_landing_zone_and_the_retraining_window(tmp_path: Path) ->
         "weather.parquet",
     ):
         store.write_bytes(key, b"x")
-    landed = landed_periods(store, TableSpec(path="flights/{period}.parquet"))
+    months = Periods("month")
+    landed = landed_periods(store, TableSpec(path="flights/{period}.parquet"), months)
     assert landed == ["2013-01", "2013-02", "2013-04"]
-    assert shift_period("2013-01", -1) == "2012-12" and shift_period("2013-12", 2) == "2014-02"
     # The months just before the batch, without a gap: the batch itself stays unseen.
-    assert retraining_window("2013-05", 6, landed) == ["2013-04"]
-    assert retraining_window("2013-03", 6, landed) == ["2013-01", "2013-02"]
-    assert retraining_window("2013-03", 1, landed) == ["2013-02"]
+    assert retraining_window("2013-05", 6, landed, months) == ["2013-04"]
+    assert retraining_window("2013-03", 6, landed, months) == ["2013-01", "2013-02"]
+    assert retraining_window("2013-03", 1, landed, months) == ["2013-02"]
+
+
+def test_days_and_weeks_in_the_landing_zone_and_their_window(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    for key in ("d/2013-12-30.parquet", "d/2013-12-31.csv", "d/2014-01-01.parquet", "d/2013-12.parquet"):
+        store.write_bytes(key, b"x")
+    for key in ("w/2020-W52.parquet", "w/2020-W53.parquet", "w/2021-W01.parquet"):
+        store.write_bytes(key, b"x")
+    days, weeks = Periods("day"), Periods("week")
+    landed = landed_periods(store, TableSpec(path="d/{period}.parquet"), days)
+    assert landed == ["2013-12-30", "2013-12-31", "2014-01-01"]  # the month file is another cadence's
+    assert retraining_window("2014-01-02", 2, landed, days) == ["2013-12-31", "2014-01-01"]
+    landed = landed_periods(store, TableSpec(path="w/{period}.parquet"), weeks)
+    assert retraining_window("2021-W02", 6, landed, weeks) == ["2020-W52", "2020-W53", "2021-W01"]
 
 
 def test_sampling_is_seeded_and_only_when_needed() -> None:

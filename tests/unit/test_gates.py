@@ -14,7 +14,7 @@ from sklearn.preprocessing import OneHotEncoder
 from mlops.config import ChampionGateConfig, OperationalGateConfig, QualityGateConfig, SliceGateConfig
 from mlops.errors import BadBatchError, PromotionError
 from mlops.objective import BINARY
-from mlops.periods import next_period
+from mlops.periods import Periods
 from tasks.gates import (
     ApprovalAnswer,
     ProbeResult,
@@ -297,11 +297,13 @@ def test_approval_gate() -> None:
 
 
 def test_default_eval_period_is_the_month_after_the_training_data() -> None:
-    assert default_eval_period("4", "2013-01..2013-05") == "2013-06"
-    assert default_eval_period("4", "2012-07..2012-12") == "2013-01"
-    assert next_period("2013-09") == "2013-10"
-    with pytest.raises(PromotionError, match="pass eval_period"):
-        default_eval_period("4", None)
+    months = Periods("month")
+    assert default_eval_period("4", "2013-01..2013-05", months) == "2013-06"
+    assert default_eval_period("4", "2012-07..2012-12", months) == "2013-01"
+    assert default_eval_period("4", "2013-07-01..2013-07-31", Periods("day")) == "2013-08-01"
+    assert default_eval_period("4", "2015-W50..2015-W53", Periods("week")) == "2016-W01"
+    with pytest.raises(PromotionError, match=r"pass eval_period \(YYYY-MM\)"):
+        default_eval_period("4", None, months)
 
 
 def test_an_eval_month_either_model_saw_is_refused() -> None:
