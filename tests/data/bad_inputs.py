@@ -33,7 +33,7 @@ from app.seed import FLIGHTS, load_source, to_parquet_bytes
 from flows.stages import Batch, quarantine_failed
 from mlops.errors import BadBatchError
 from mlops.storage import LocalStore, Stores
-from tasks.ingest import Snapshot, ingest_file
+from tasks.ingest import Snapshot, TimeColumn, ingest_file
 from tasks.validate import FailedExpectation, ValidationReport, load_suite_json, validate_frame
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +43,7 @@ NEXT_PERIOD = "2013-02"
 TABLE = FLIGHTS
 SUITE = "flights_batch"
 TIME_COLUMN = "time_hour"
+TIME = TimeColumn(TIME_COLUMN)  # as mlops.yaml reads it (UTC)
 SAMPLE_ROWS = 2000
 SEED = 20130101
 
@@ -309,9 +310,9 @@ def too_few_rows(src: SourceMonth) -> bytes:
 
 
 @kind(
-    VALIDATION,
-    ("expect_column_values_to_be_of_type", "time_hour"),
-    "suite: time_hour is a timestamp",
+    INGEST,
+    ("time column 'time_hour'", "cannot be read as times", "e.g. '01/01/2013"),
+    "ingest reads the time column once, as ISO 8601 text, dates or timestamps",
     suffix=".csv",
 )
 def csv_with_unparseable_times(src: SourceMonth) -> bytes:
@@ -430,7 +431,7 @@ def run_kind(bad: BadInput, src: SourceMonth, stores: Stores, suite: dict[str, A
     configured_key = f"{TABLE}/{PERIOD}.parquet"  # what mlops.yaml names; a sibling type is found
     try:
         snapshot, frame = ingest_file(
-            stores.landing, stores.snapshots, stores.quarantine, TABLE, PERIOD, configured_key
+            stores.landing, stores.snapshots, stores.quarantine, TABLE, PERIOD, configured_key, TIME
         )
     except BadBatchError as exc:
         return Outcome(verdict=INGEST, message=str(exc), quarantine_uri=exc.quarantine_uri, **common)

@@ -24,6 +24,7 @@ from flows.stages import build_features
 from flows.training import train_candidates
 from mlops.clients import client_settings
 from mlops.config import CandidateConfig, ComputeConfig, DaskConfig, ProjectConfig
+from mlops.objective import Objective
 from mlops.storage import Store
 from tasks.features import Split, fingerprint_inputs, time_split
 from tasks.gates import positive_proba, slice_gates
@@ -66,7 +67,7 @@ def config(stack_config: ProjectConfig) -> ProjectConfig:
         update={"candidates": candidates, "importance_rows": 500, "importance_repeats": 1}
     )
     # Slices this small sample has enough rows for: three airports, the larger airlines.
-    slices = stack_config.promotion.slices.model_copy(update={"min_rows": 100, "max_roc_auc_drop": 0.05})
+    slices = stack_config.promotion.slices.model_copy(update={"min_rows": 100, "max_drop": 0.05})
     promotion = stack_config.promotion.model_copy(update={"slices": slices})
     return stack_config.model_copy(update={"training": training, "promotion": promotion})
 
@@ -137,15 +138,18 @@ def test_candidates_and_slices_on_a_local_cluster_equal_the_sequential_run(
 ) -> None:
     # The reference: each candidate fitted in this process, one after the other; slices in one go.
     training = config.training
+    objective = Objective.of(config)
     reference = [
-        fit_and_evaluate(c, split, config.features, training, config.split.cv_folds, openmp_threads=1)
+        fit_and_evaluate(
+            c, split, config.features, training, objective, config.split.cv_folds, openmp_threads=1
+        )
         for c in training.candidates
     ]
-    best = select_best(reference, training.metric, training.min_gain_over_baseline)
+    best = select_best(reference, objective, training.min_gain_over_baseline)
     y = split.y_holdout.to_numpy()
-    challenger = positive_proba(best.pipeline, split.X_holdout)
-    champion = positive_proba(next(r for r in reference if r.name == "logistic").pipeline, split.X_holdout)
-    slices = slice_gates(split.X_holdout, y, challenger, champion, config.promotion.slices, "1")
+    challenger = objective.predict(best.pipeline, split.X_holdout)
+    champion = objective.predict(next(r for r in reference if r.name == "logistic").pipeline, split.X_holdout)
+    slices = slice_gates(split.X_holdout, y, challenger, champion, config.promotion.slices, "1", objective)
 
     on_dask = config.model_copy(
         update={
@@ -156,7 +160,7 @@ def test_candidates_and_slices_on_a_local_cluster_equal_the_sequential_run(
     @flow(name="stages-on-dask")
     def stages_on_dask() -> tuple[str, dict[str, object], object]:
         results, chosen = train_candidates(on_dask, split)
-        on_slices = evaluate_slices(on_dask, split.X_holdout, y, challenger, champion, "1")
+        on_slices = evaluate_slices(on_dask, split.X_holdout, y, challenger, champion, "1", objective, None)
         return str(runtime.flow_run.id), _outcome(results, chosen, split), on_slices
 
     # A fit found in Prefect's cache would come back without running on the cluster.

@@ -56,7 +56,7 @@ def config(stack, stack_config: ProjectConfig, tmp_path_factory: pytest.TempPath
         MODEL,
         ["2013-05", "2013-06", "2013-07", BATCH],
         retrain_window=3,
-        max_roc_auc_drop=1.0,  # isolate data drift (see test_monitoring)
+        max_metric_drop=1.0,  # isolate data drift (see test_monitoring)
     )
     served = base.stack.model_copy(
         update={"evidently_ui": True, "serve_deployments": True, "serve_predictions": True}

@@ -193,7 +193,7 @@ def test_the_daily_example_lands_trains_gates_monitors_and_serves_days(
     assert {p["model_version"] for p in answer.json()["predictions"]} == {trained.model_version}
     print(
         f"\nflights-daily: holdout roc_auc {trained.metrics['holdout_roc_auc']:.4f}"
-        f" (baselines {', '.join(f'{b} {holdout[b]:.4f}' for b in ('majority', 'logistic'))});"
+        f" ({', '.join(f'{name} {value:.4f}' for name, value in sorted(holdout.items()))});"
         f" promoted={decision.promoted}; monitoring {watched.verdict};"
         f" seconds {', '.join(f'{k} {v:.0f}' for k, v in timings.items())}"
     )

@@ -50,7 +50,7 @@ def config(stack, stack_config: ProjectConfig, tmp_path_factory: pytest.TempPath
         tmp_path_factory.mktemp("monitoring"),
         MODEL,
         ["2013-05", "2013-06", "2013-07", BATCH],
-        max_roc_auc_drop=1.0,
+        max_metric_drop=1.0,
     )
 
 
