@@ -42,7 +42,7 @@ from serving.fastpath import compile_scorer
 from serving.models import LoadedModel, ModelWatcher, RegistrySource
 from serving.predlog import PredictionLog
 from serving.routes import Service, add_routes, json_response
-from serving.schema import FeatureSchema
+from serving.schema import ARROW_STREAM, FeatureSchema
 from serving.scoring import Scorer
 
 logger = logging.getLogger("serving.app")
@@ -143,7 +143,11 @@ def openapi_with_request_body(app: FastAPI, schema: FeatureSchema) -> dict[str, 
         spec.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
         spec["paths"]["/predict"]["post"]["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": body_schema}},
+            "content": {
+                "application/json": {"schema": body_schema},
+                # the same records as columns, validated as strictly (serving.schema)
+                ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
+            },
         }
         app.openapi_schema = spec
     return app.openapi_schema

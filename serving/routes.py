@@ -94,10 +94,10 @@ def add_routes(app: FastAPI, kind: str = "binary") -> None:
         "/predict",
         predict,
         methods=["POST"],
-        summary="Score records",
+        summary="Score records: JSON records, MLflow dataframe_split JSON, or an Arrow IPC stream",
         response_model=response_model(kind),
         responses={
-            400: {"description": "The body is not JSON"},
+            400: {"description": "The body is not JSON (or not an Arrow IPC stream)"},
             413: {"description": "Too many bytes or records"},
             422: {"description": "A record does not match the schema: the field and the reason"},
             503: {"description": "No model is loaded yet"},
@@ -186,7 +186,7 @@ async def predict(request: Request) -> Response:
     request_id = service.request_id(request.headers.get(REQUEST_ID_HEADER))
     try:
         body = await read_body(request, settings.max_body_bytes)
-        parsed = service.schema.parse(body, settings.max_records)
+        parsed = service.schema.parse(body, settings.max_records, request.headers.get("content-type"))
         scored = await service.scorer.score(
             request_id, parsed.records, request.headers.get(settings.routing_header)
         )

@@ -9,6 +9,7 @@ the main model): a random forest on 2013-01..06 and a logistic regression on 201
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import threading
@@ -227,6 +228,47 @@ class TestChampionService:
         assert labels == (expected >= config.training.threshold).astype(int).tolist()
         assert {p["model_version"] for p in answer["predictions"]} == {versions["forest"]}
         assert [r.json()["predictions"][0]["probability"] for r in single] == expected[:20].tolist()
+
+    def test_the_columnar_forms_answer_as_the_records_form(
+        self, url: str, config: ProjectConfig, versions: dict[str, str], june: pd.DataFrame
+    ) -> None:
+        """MLflow's dataframe_split JSON and an Arrow IPC stream of the same rows get the same
+        answers, float for float, as the records form; a bad column is a 422 naming it."""
+        import pyarrow as pa
+
+        rows = june.sample(n=800, random_state=5)
+        records = to_records(rows)
+        columns = list(records[0])
+        split = {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}}
+        table = pa.Table.from_pylist(records)
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        arrow = {"content-type": "application/vnd.apache.arrow.stream"}
+        with httpx.Client(timeout=60) as client:
+            answers = {
+                "records": post(client, url, {"records": records}),
+                "dataframe_split": post(client, url, split),
+                "arrow": client.post(f"{url}/predict", content=sink.getvalue(), headers=arrow),
+            }
+            wrong = table.set_column(columns.index("carrier"), "carrier", pa.array([7] * len(records)))
+            sink = io.BytesIO()
+            with pa.ipc.new_stream(sink, wrong.schema) as writer:
+                writer.write_table(wrong)
+            refused = client.post(f"{url}/predict", content=sink.getvalue(), headers=arrow)
+            spec = client.get(f"{url}/openapi.json").json()
+        scores = {}
+        for form, answer in answers.items():
+            assert answer.status_code == 200, (form, answer.text[:300])
+            scores[form] = [
+                (p["probability"], p["label"], p["model_version"]) for p in answer.json()["predictions"]
+            ]
+        assert scores["dataframe_split"] == scores["records"] and scores["arrow"] == scores["records"]
+        assert [p for p, _, _ in scores["records"]] == own_scores(config, versions["forest"], rows).tolist()
+        assert refused.status_code == 422 and "carrier" in refused.json()["error"]
+        content = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+        assert set(content) == {"application/json", "application/vnd.apache.arrow.stream"}
+        assert "DataframeSplitRequest" in spec["components"]["schemas"]
 
     @pytest.mark.parametrize("name", list(BAD_BODIES))
     def test_bad_input_is_a_4xx_naming_the_problem(self, url: str, june: pd.DataFrame, name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from mlops.config import FeaturesConfig
 from mlops.errors import ConfigError
-from serving.schema import FeatureSchema, InputError
+from serving.schema import ARROW_STREAM, FeatureSchema, InputError
 
 FEATURES = FeaturesConfig(numeric=["distance", "temp"], categorical=["carrier", "origin"])
 GOOD = {"distance": 1400.0, "temp": 21.5, "carrier": "UA", "origin": "EWR"}
@@ -124,7 +125,14 @@ def test_openapi_schema_lists_every_feature(schema: FeatureSchema) -> None:
     assert set(record["properties"]) == {"distance", "temp", "carrier", "origin", "key"}
     assert set(record["required"]) == {"distance", "temp", "carrier", "origin"}
     assert record["additionalProperties"] is False
-    assert len(body_schema["anyOf"]) == 2  # {"records": [...]} or a bare list
+    # {"records": [...]}, a bare list, or MLflow's {"dataframe_split": {...}}
+    assert [f.get("$ref", f.get("type")) for f in body_schema["anyOf"]] == [
+        "#/components/schemas/PredictRequest",
+        "array",
+        "#/components/schemas/DataframeSplitRequest",
+    ]
+    split = definitions["DataframeSplit"]
+    assert set(split["required"]) == {"columns", "data"} and split["additionalProperties"] is False
 
 
 def test_a_feature_named_key_is_a_config_error() -> None:
@@ -142,3 +150,83 @@ def test_conform_gives_a_logged_example_the_service_types(schema: FeatureSchema)
     assert list(frame.columns) == ["distance", "temp", "carrier", "origin"]
     assert (frame.dtypes[["distance", "temp"]] == np.float64).all()
     assert frame["carrier"].dtype == object and isinstance(frame.loc[1, "carrier"], float)
+
+
+# -- the columnar forms: MLflow's dataframe_split JSON and an Arrow IPC stream ---------------
+
+
+def as_split(records: list[dict]) -> bytes:
+    columns = list(dict.fromkeys(c for r in records for c in r))
+    return body(
+        {"dataframe_split": {"columns": columns, "data": [[r.get(c) for c in columns] for r in records]}}
+    )
+
+
+def as_arrow(records: list[dict]) -> bytes:
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(records)
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+COLUMNAR = ("dataframe_split", "arrow")
+
+
+def parse_as(schema: FeatureSchema, form: str, records: list[dict], max_records: int = 10):
+    if form == "arrow":
+        return schema.parse(as_arrow(records), max_records, ARROW_STREAM)
+    return schema.parse(as_split(records), max_records, "application/json")
+
+
+@pytest.mark.parametrize("form", COLUMNAR)
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_a_columnar_form_gives_the_records_the_json_form_gives(
+    schema: FeatureSchema, name: str, form: str
+) -> None:
+    decoded = json.loads(ACCEPTED[name])
+    records = decoded["records"] if isinstance(decoded, dict) else decoded
+    assert parse_as(schema, form, records).records == schema.parse(ACCEPTED[name], 10).records
+
+
+# the records-form refusals a column can carry -> the field the columnar refusal names
+COLUMNAR_REFUSED = {
+    "missing field": ([{k: v for k, v in GOOD.items() if k != "temp"}], "'temp' is missing"),
+    "string for a number": ([{**GOOD, "temp": "21.5"}], "temp"),
+    "bool for a number": ([{**GOOD, "temp": True}], "temp"),
+    "number for a string": ([{**GOOD, "carrier": 7}], "carrier"),
+    "extra field": ([{**GOOD, "tailnum": "N14228"}], "'tailnum' is not a feature"),
+    "numeric key": ([{**GOOD, "key": 5}], "key"),
+}
+
+
+@pytest.mark.parametrize("form", COLUMNAR)
+@pytest.mark.parametrize("name", COLUMNAR_REFUSED)
+def test_a_columnar_form_refuses_what_the_json_form_refuses(
+    schema: FeatureSchema, name: str, form: str
+) -> None:
+    records, field = COLUMNAR_REFUSED[name]
+    with pytest.raises(InputError):
+        schema.parse(body(records), 10)  # the records form refuses it
+    with pytest.raises(InputError) as caught:
+        parse_as(schema, form, records)
+    assert caught.value.status == 422, caught.value.message
+    assert field in caught.value.message
+    assert caught.value.errors and caught.value.errors[0]["loc"][0] == "body"
+
+
+def test_a_columnar_form_refuses_nan_a_bad_stream_and_a_short_row(schema: FeatureSchema) -> None:
+    with pytest.raises(InputError, match="temp: NaN or infinity") as caught:
+        parse_as(schema, "arrow", [{**GOOD, "temp": float("nan")}])
+    assert caught.value.status == 422
+    with pytest.raises(InputError, match="not an Arrow IPC stream") as caught:
+        schema.parse(b"not arrow", 10, ARROW_STREAM)
+    assert caught.value.status == 400
+    short = body({"dataframe_split": {"columns": list(GOOD), "data": [[1400.0, 21.5, "UA"]]}})
+    with pytest.raises(InputError, match=r"dataframe_split.data.0: 3 values for 4 columns"):
+        schema.parse(short, 10)
+    with pytest.raises(InputError) as caught:
+        parse_as(schema, "arrow", [GOOD] * 11)
+    assert caught.value.status == 413
