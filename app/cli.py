@@ -271,8 +271,15 @@ def predict(
     rows: Annotated[int, typer.Option(min=1, max=1000, help="Records in the request.")] = 3,
     url: Annotated[str | None, typer.Option(help="Service URL (default: serving.host:port).")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the service to be ready.")] = 60.0,
+    form: Annotated[
+        str,
+        typer.Option(
+            help="records (JSON), split (MLflow's dataframe_split JSON) or arrow (an Arrow IPC stream)."
+        ),
+    ] = "records",
 ) -> None:
     """Send a sample request (landed rows, as a client sends them) and print it as curl, with the answer."""
+    import io
     import json
     import shlex
     import time
@@ -282,8 +289,11 @@ def predict(
     from mlops.errors import ServiceUnavailableError
     from mlops.storage import Stores
     from serving.samples import sample_records
+    from serving.schema import ARROW_STREAM
 
     config = get_config(ctx)
+    if form not in ("records", "split", "arrow"):
+        raise fail(f"--form {form!r}: use records, split or arrow")
     base = (url or f"http://{config.serving.host}:{config.serving.port}").rstrip("/")
     landing = Stores.from_config(config).landing
     records = sample_records(config, landing, period, rows=rows, seed=0)
@@ -303,23 +313,53 @@ def predict(
                 " start it with `mlops up` or `mlops serve`, and promote a model (`mlops promote`)"
             )
         time.sleep(1)
-    body = {"records": records}
-    answer = httpx.post(f"{base}/predict", json=body, timeout=30)
-    example = json.dumps({"records": records[:1]})
-    console.print(f"[bold]sample request[/] ({period}, first record):", highlight=False)
-    console.print(
-        f"curl -s -X POST {base}/predict -H 'Content-Type: application/json' -d {shlex.quote(example)}",
-        highlight=False,
-        markup=False,
-    )
+
+    def as_body(chosen: list[dict]) -> tuple[bytes, str]:
+        if form == "arrow":
+            import pyarrow as pa
+
+            table = pa.Table.from_pylist(chosen)
+            sink = io.BytesIO()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            return sink.getvalue(), ARROW_STREAM
+        if form == "split":
+            columns = list(chosen[0])
+            payload: dict = {
+                "dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in chosen]}
+            }
+        else:
+            payload = {"records": chosen}
+        return json.dumps(payload).encode(), "application/json"
+
+    content, media_type = as_body(records)
+    answer = httpx.post(f"{base}/predict", content=content, headers={"content-type": media_type}, timeout=30)
+    console.print(f"[bold]sample request[/] ({period}, first record, as {form}):", highlight=False)
+    if form == "arrow":
+        sample = config.state_dir / "sample-request.arrow"
+        sample.parent.mkdir(parents=True, exist_ok=True)
+        sample.write_bytes(as_body(records[:1])[0])
+        command = f"curl -s -X POST {base}/predict -H 'Content-Type: {ARROW_STREAM}' --data-binary @{sample}"
+    else:
+        example = as_body(records[:1])[0].decode()
+        command = (
+            f"curl -s -X POST {base}/predict -H 'Content-Type: application/json' -d {shlex.quote(example)}"
+        )
+    console.print(command, highlight=False, markup=False)
     if answer.status_code != 200:
         raise ServiceUnavailableError(f"POST {base}/predict answered {answer.status_code}: {answer.text}")
     result = answer.json()
     console.print(f"[bold]answer[/] from {result['model_name']} (mode {result['mode']}):")
+    label = config.target.label
     for record, prediction in zip(records, result["predictions"], strict=True):
+        if "value" in prediction:  # regression
+            said = f"{label}={prediction['value']:.3f}"
+        elif "probabilities" in prediction:  # multiclass
+            said = f"{label}={prediction['label']} (p={prediction['probability']:.3f})"
+        else:
+            said = f"p({label})={prediction['probability']:.3f} label={prediction['label']}"
         console.print(
-            f"  {record.get('key', '-')}: p(late)={prediction['probability']:.3f} label={prediction['label']}"
-            f"  {prediction['arm']} v{prediction['model_version']}",
+            f"  {record.get('key', '-')}: {said}  {prediction['arm']} v{prediction['model_version']}",
             highlight=False,
         )
     console.print(f"API docs: {base}/docs")

@@ -84,12 +84,12 @@ def find_snapshot(store: Store, table: str, sha256: str) -> Snapshot:
 def load_lineage_tables(
     store: Store, lineage: Lineage, data: DataConfig
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """The snapshots a version was trained on: batch months by period, dimension tables by name."""
+    """The snapshots a version was trained on: batch periods by period, dimension tables by name."""
     batches: dict[str, pd.DataFrame] = {}
     dims: dict[str, pd.DataFrame] = {}
+    times = TimeColumn.of(data)
     for name, sha in lineage.snapshots.items():
         table, _, period = name.partition("/")
-        times = TimeColumn.of(data)
         frame = read_snapshot(store, find_snapshot(store, table, sha), times=times)
         if table == data.batch_table:
             batches[period] = frame

@@ -110,27 +110,34 @@ def test_the_served_champion_answers_the_sample_request(
     served, champion: TrainingOutcome, config: ProjectConfig, config_file: Path
 ) -> None:
     # Started before any champion existed; `mlops predict` waits for it to pick one up.
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "mlops"),
-            "--config",
-            str(config_file),
-            "predict",
-            "--period",
-            BATCH,
-            "--rows",
-            "2",
-            "--wait",
-            "60",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=REPO_ROOT,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"curl -s -X POST {served.serving_url}/predict" in result.stdout
-    assert result.stdout.count(f"champion v{champion.model_version}") == 2, result.stdout
+    answers = {}
+    for form in ("records", "split", "arrow"):  # the same rows as JSON records, dataframe_split, Arrow
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "mlops"),
+                "--config",
+                str(config_file),
+                "predict",
+                "--period",
+                BATCH,
+                "--rows",
+                "2",
+                "--wait",
+                "60",
+                "--form",
+                form,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=REPO_ROOT,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"curl -s -X POST {served.serving_url}/predict" in result.stdout
+        assert result.stdout.count(f"champion v{champion.model_version}") == 2, result.stdout
+        answers[form] = [line for line in result.stdout.splitlines() if f"p({config.target.label})=" in line]
+    assert len(answers["records"]) == 2
+    assert answers["split"] == answers["records"] and answers["arrow"] == answers["records"]
 
 
 def test_deployments_carry_their_schedules_trigger_and_defaults(
