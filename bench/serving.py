@@ -140,14 +140,40 @@ def bodies(config: Any) -> dict[str, bytes]:
     batch = pd.concat([features] * (BATCH_ROWS // len(features) + 1), ignore_index=True).head(BATCH_ROWS)
     one = to_records(features.head(1))
     many = to_records(batch)
+    columns = list(many[0])
+    split = json.dumps(
+        {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in many]}}
+    )
     return {
         "mlops-one": json.dumps({"records": one}).encode(),
         "mlops-batch": json.dumps({"records": many}).encode(),
         "mlflow-one": json.dumps({"dataframe_records": one}).encode(),
         "mlflow-batch": json.dumps({"dataframe_records": many}).encode(),
+        # the columnar forms: MLflow reads the same dataframe_split JSON; it takes no Arrow, so
+        # its side of the Arrow scenario is its dataframe_split
+        "mlops-split": split.encode(),
+        "mlflow-split": split.encode(),
+        "mlops-arrow.arrow": arrow_stream(many),
+        "mlflow-arrow": split.encode(),
         "check-mlops": json.dumps({"records": to_records(features.head(50))}).encode(),
         "check-mlflow": json.dumps({"dataframe_records": to_records(features.head(50))}).encode(),
     }
+
+
+def arrow_stream(records: list[dict[str, Any]]) -> bytes:
+    import io
+
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(records)
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def content_type(body: Path) -> str:
+    return "application/vnd.apache.arrow.stream" if body.suffix == ".arrow" else "application/json"
 
 
 # -- servers ---------------------------------------------------------------------------------
@@ -190,7 +216,7 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
 local f = io.open(os.getenv("BENCH_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
 """
 
@@ -219,7 +245,7 @@ def run_wrk(url: str, body: Path, connections: int, seconds: float, workdir: Pat
             str(script),
             url,
         ],
-        env={**os.environ, "BENCH_BODY": str(body)},
+        env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type(body)},
         capture_output=True,
         text=True,
         timeout=seconds + 120,
@@ -254,7 +280,7 @@ def run_python_load(url: str, body: Path, connections: int, seconds: float) -> M
                     started = time.perf_counter()
                     try:
                         response = await client.post(
-                            url, content=content, headers={"content-type": "application/json"}
+                            url, content=content, headers={"content-type": content_type(body)}
                         )
                         ok = response.status_code == 200
                     except httpx.HTTPError:
@@ -304,6 +330,8 @@ SCENARIOS = [  # label, body, connections, rows per request
     ("1 row, 1 connection", "one", 1, 1),
     ("1 row, 16 connections", "one", 16, 1),
     (f"{BATCH_ROWS:,} rows, 1 connection", "batch", 1, BATCH_ROWS),
+    (f"{BATCH_ROWS:,} rows as dataframe_split, 1 connection", "split", 1, BATCH_ROWS),
+    (f"{BATCH_ROWS:,} rows as Arrow (mlflow: dataframe_split), 1 connection", "arrow", 1, BATCH_ROWS),
 ]
 TARGETS = {"1 row, 16 connections": ">= 10x req/s, p99 <= 25 ms", SCENARIOS[2][0]: ">= 200,000 rows/s"}
 
@@ -480,8 +508,9 @@ def main() -> None:
     try:
         paths = {}
         for key, content in bodies(config).items():
-            paths[key] = workdir / f"{key}.json"
-            paths[key].write_bytes(content)
+            name, _, suffix = key.partition(".")
+            paths[name] = workdir / f"{name}.{suffix or 'json'}"
+            paths[name].write_bytes(content)
         servers, urls = start_both(config, version, workdir, args.workers, args.mlflow_workers)
         check_agreement(urls, paths)
         print(f"machine: {machine()}; load average {load_average()} (1, 5, 15 min)")
