@@ -279,7 +279,6 @@ def predict(
     ] = "records",
 ) -> None:
     """Send a sample request (landed rows, as a client sends them) and print it as curl, with the answer."""
-    import io
     import json
     import shlex
     import time
@@ -288,7 +287,7 @@ def predict(
 
     from mlops.errors import ServiceUnavailableError
     from mlops.storage import Stores
-    from serving.samples import sample_records
+    from serving.samples import sample_records, to_arrow_stream, to_dataframe_split
     from serving.schema import ARROW_STREAM
 
     config = get_config(ctx)
@@ -316,20 +315,8 @@ def predict(
 
     def as_body(chosen: list[dict]) -> tuple[bytes, str]:
         if form == "arrow":
-            import pyarrow as pa
-
-            table = pa.Table.from_pylist(chosen)
-            sink = io.BytesIO()
-            with pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
-            return sink.getvalue(), ARROW_STREAM
-        if form == "split":
-            columns = list(chosen[0])
-            payload: dict = {
-                "dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in chosen]}
-            }
-        else:
-            payload = {"records": chosen}
+            return to_arrow_stream(chosen), ARROW_STREAM
+        payload = to_dataframe_split(chosen) if form == "split" else {"records": chosen}
         return json.dumps(payload).encode(), "application/json"
 
     content, media_type = as_body(records)

@@ -133,17 +133,14 @@ def bodies(config: Any) -> dict[str, bytes]:
     import pandas as pd
 
     from mlops.storage import open_store
-    from serving.samples import feature_frame, to_records
+    from serving.samples import feature_frame, to_arrow_stream, to_dataframe_split, to_records
 
     frame = feature_frame(config, open_store(config.data.landing_uri, config.data.s3), PERIODS[-1])
     features = frame[config.features.columns].dropna().reset_index(drop=True)
     batch = pd.concat([features] * (BATCH_ROWS // len(features) + 1), ignore_index=True).head(BATCH_ROWS)
     one = to_records(features.head(1))
     many = to_records(batch)
-    columns = list(many[0])
-    split = json.dumps(
-        {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in many]}}
-    )
+    split = json.dumps(to_dataframe_split(many))
     return {
         "mlops-one": json.dumps({"records": one}).encode(),
         "mlops-batch": json.dumps({"records": many}).encode(),
@@ -153,23 +150,11 @@ def bodies(config: Any) -> dict[str, bytes]:
         # its side of the Arrow scenario is its dataframe_split
         "mlops-split": split.encode(),
         "mlflow-split": split.encode(),
-        "mlops-arrow.arrow": arrow_stream(many),
+        "mlops-arrow.arrow": to_arrow_stream(many),
         "mlflow-arrow": split.encode(),
         "check-mlops": json.dumps({"records": to_records(features.head(50))}).encode(),
         "check-mlflow": json.dumps({"dataframe_records": to_records(features.head(50))}).encode(),
     }
-
-
-def arrow_stream(records: list[dict[str, Any]]) -> bytes:
-    import io
-
-    import pyarrow as pa
-
-    table = pa.Table.from_pylist(records)
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
 
 
 def content_type(body: Path) -> str:

@@ -53,6 +53,25 @@ def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return records
 
 
+def to_dataframe_split(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same records as MLflow's `dataframe_split` JSON body."""
+    columns = list(records[0])
+    return {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}}
+
+
+def to_arrow_stream(records: list[dict[str, Any]]) -> bytes:
+    """The same records as an Apache Arrow IPC stream body."""
+    import io
+
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(records)
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
 def sample_records(
     config: ProjectConfig, landing: Store, period: str, rows: int | None = None, seed: int = 0
 ) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ the main model): a random forest on 2013-01..06 and a logistic regression on 201
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import threading
@@ -36,7 +35,7 @@ from mlops.storage import Store, open_store
 from serving.app import create_app
 from serving.compare import compare_logged_traffic
 from serving.routing import RoutingPlan
-from serving.samples import feature_frame, to_records
+from serving.samples import feature_frame, to_arrow_stream, to_dataframe_split, to_records
 from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -234,28 +233,17 @@ class TestChampionService:
     ) -> None:
         """MLflow's dataframe_split JSON and an Arrow IPC stream of the same rows get the same
         answers, float for float, as the records form; a bad column is a 422 naming it."""
-        import pyarrow as pa
-
         rows = june.sample(n=800, random_state=5)
         records = to_records(rows)
-        columns = list(records[0])
-        split = {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}}
-        table = pa.Table.from_pylist(records)
-        sink = io.BytesIO()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
         arrow = {"content-type": "application/vnd.apache.arrow.stream"}
         with httpx.Client(timeout=60) as client:
             answers = {
                 "records": post(client, url, {"records": records}),
-                "dataframe_split": post(client, url, split),
-                "arrow": client.post(f"{url}/predict", content=sink.getvalue(), headers=arrow),
+                "dataframe_split": post(client, url, to_dataframe_split(records)),
+                "arrow": client.post(f"{url}/predict", content=to_arrow_stream(records), headers=arrow),
             }
-            wrong = table.set_column(columns.index("carrier"), "carrier", pa.array([7] * len(records)))
-            sink = io.BytesIO()
-            with pa.ipc.new_stream(sink, wrong.schema) as writer:
-                writer.write_table(wrong)
-            refused = client.post(f"{url}/predict", content=sink.getvalue(), headers=arrow)
+            wrong = to_arrow_stream([{**r, "carrier": 7} for r in records])
+            refused = client.post(f"{url}/predict", content=wrong, headers=arrow)
             spec = client.get(f"{url}/openapi.json").json()
         scores = {}
         for form, answer in answers.items():

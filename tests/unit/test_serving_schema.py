@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -11,6 +10,7 @@ from pydantic import ValidationError
 
 from mlops.config import FeaturesConfig
 from mlops.errors import ConfigError
+from serving.samples import to_arrow_stream, to_dataframe_split
 from serving.schema import ARROW_STREAM, FeatureSchema, InputError
 
 FEATURES = FeaturesConfig(numeric=["distance", "temp"], categorical=["carrier", "origin"])
@@ -155,30 +155,13 @@ def test_conform_gives_a_logged_example_the_service_types(schema: FeatureSchema)
 # -- the columnar forms: MLflow's dataframe_split JSON and an Arrow IPC stream ---------------
 
 
-def as_split(records: list[dict]) -> bytes:
-    columns = list(dict.fromkeys(c for r in records for c in r))
-    return body(
-        {"dataframe_split": {"columns": columns, "data": [[r.get(c) for c in columns] for r in records]}}
-    )
-
-
-def as_arrow(records: list[dict]) -> bytes:
-    import pyarrow as pa
-
-    table = pa.Table.from_pylist(records)
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
 COLUMNAR = ("dataframe_split", "arrow")
 
 
 def parse_as(schema: FeatureSchema, form: str, records: list[dict], max_records: int = 10):
     if form == "arrow":
-        return schema.parse(as_arrow(records), max_records, ARROW_STREAM)
-    return schema.parse(as_split(records), max_records, "application/json")
+        return schema.parse(to_arrow_stream(records), max_records, ARROW_STREAM)
+    return schema.parse(body(to_dataframe_split(records)), max_records, "application/json")
 
 
 @pytest.mark.parametrize("form", COLUMNAR)
