@@ -361,9 +361,9 @@ class MonitoringConfig(Strict):
     max_unassessable_share: float = Field(0.5, ge=0, le=1)  # more columns than this unassessable: no verdict
     reference_max_rows: int | None = Field(None, ge=1000)  # seeded sample of the reference (speed)
     retrain_window: int = Field(6, ge=2)  # periods a retraining uses, the last one as its holdout
-    # Defaults follow data.cadence (CADENCE_CRONS); these are a month's.
-    monitoring_cron: str = "0 6 2 * *"  # the newest landed period, once it has landed
-    retraining_cron: str = "0 7 3 1,4,7,10 *"
+    # Defaults follow data.cadence (CADENCE_CRONS, filled in by ProjectConfig); a month's here.
+    monitoring_cron: str = CADENCE_CRONS["month"]["monitoring_cron"]  # the newest landed period
+    retraining_cron: str = CADENCE_CRONS["month"]["retraining_cron"]
     timezone: str = "UTC"  # of the cron schedules
     workspace_dir: str = "evidently"  # Evidently workspace under stack.state_dir (read by `evidently ui`)
 

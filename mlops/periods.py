@@ -44,10 +44,6 @@ class Periods:
         return _BODIES[self.cadence]
 
     @property
-    def pattern(self) -> str:
-        return f"^{self.body}$"
-
-    @property
     def form(self) -> str:
         return _FORMS[self.cadence][0]
 
