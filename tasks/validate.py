@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
+from pandas.api.types import infer_dtype
 
 from mlops.errors import ConfigError
 from mlops.periods import MONTHS, Periods
@@ -212,6 +213,34 @@ def _gx_expectation(suite_name: str, spec: dict[str, Any]):
         raise ConfigError(f"suite {suite_name!r}: bad arguments for {kind}: {exc}") from None
 
 
+def _string_columns(suite: dict[str, Any]) -> set[str]:
+    """Columns whose every type-list expectation accepts pandas' string dtype: those can be
+    handed to GX as that dtype, whose type check reads the dtype once. On an `object` column
+    GX instead calls a Python lambda per value (1.3M calls on a year of four text columns)."""
+    accepts: dict[str, bool] = {}
+    for exp in suite.get("expectations", []):
+        if exp["type"] != "expect_column_values_to_be_in_type_list":
+            continue
+        kwargs = exp.get("kwargs", {})
+        ok = bool({"StringDtype", "string"} & set(kwargs.get("type_list") or []))
+        accepts[kwargs.get("column")] = accepts.get(kwargs.get("column"), True) and ok
+    return {column for column, ok in accepts.items() if ok}
+
+
+def _as_string_dtype(frame: pd.DataFrame, columns: set[str]) -> pd.DataFrame:
+    """`frame` with those of `columns` that hold only text (one C pass to tell) as pandas'
+    string dtype. A column that mixes text with numbers stays `object`, so GX still finds
+    and names the values of the wrong type."""
+    typed = {
+        name: frame[name].astype(pd.StringDtype())
+        for name in columns
+        if name in frame.columns
+        and frame[name].dtype == object
+        and infer_dtype(frame[name], skipna=True) in {"string", "empty"}
+    }
+    return frame.assign(**typed) if typed else frame
+
+
 def _config_key(config: Any) -> str:
     """An expectation's type and arguments, to find its result again in a second run."""
     kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
@@ -247,7 +276,8 @@ def validate_frame(
         specs.append(period_expectation(time_column, period, periods, timezone))
     expectations = [_gx_expectation(name, spec) for spec in specs]
     with _GX_LOCK:
-        gx_batch = _gx_batch_definition().get_batch(batch_parameters={"dataframe": frame})
+        checked = _as_string_dtype(frame, _string_columns(suite))
+        gx_batch = _gx_batch_definition().get_batch(batch_parameters={"dataframe": checked})
         # Every expectation is checked in full either way; BOOLEAN_ONLY skips collecting
         # counts and example values, which took half the time. Only the expectations that
         # failed run again to say how they failed.

@@ -154,6 +154,15 @@ BROKEN_FLIGHTS: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], Failures
             ("expect_column_values_to_be_between", "distance"),
         },
     ),
+    # a text column is handed to GX as the string dtype only when every value is text: a
+    # number among the strings keeps it `object`, and GX's per-value check names it
+    "a number among the carriers": (
+        lambda f: f.assign(carrier=f["carrier"].astype(object).where(f.index != f.index[3], 9)),
+        {
+            ("expect_column_values_to_be_in_type_list", "carrier"),
+            ("expect_column_values_to_be_in_set", "carrier"),
+        },
+    ),
     "time_hour as ISO text": (
         lambda f: f.assign(time_hour=f["time_hour"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")),
         {("expect_column_values_to_be_of_type", "time_hour")},
