@@ -318,6 +318,10 @@ class ServingConfig(Strict):
     prediction_log_uri: str = "state/predictions"  # a local folder, or s3://bucket/prefix
     log_flush_seconds: float = Field(2.0, gt=0)
     log_flush_rows: int = Field(20000, ge=1)
+    # Unwritten log rows held in memory at most; once full, requests wait for room up to
+    # `log_full_wait_seconds` and are then refused with a 503 (no row is ever dropped).
+    log_max_buffered_rows: int = Field(1_000_000, ge=1)
+    log_full_wait_seconds: float = Field(5.0, ge=0)
     max_records: int = Field(20000, ge=1)  # records in one request; more is a 413
     max_body_bytes: int = Field(32 * 2**20, ge=1024)  # request body; more is a 413
     batch_max_rows: int = Field(2048, ge=1)  # concurrent requests are scored together up to this

@@ -107,6 +107,7 @@ def service_lifespan(
             log_schema(schema.numeric, schema.categorical, config.target.kind),
             settings.log_flush_rows,
             settings.log_flush_seconds,
+            settings.log_max_buffered_rows,
         )
         log.start()
         scorer = Scorer(schema, watcher, settings, Objective.of(config), log)
@@ -120,6 +121,7 @@ def service_lifespan(
             yield
         finally:
             watcher.stop()
+            log.drain()  # the answered requests' rows must not wait for room behind a full log
             await scorer.stop()
             await asyncio.to_thread(log.close)
 

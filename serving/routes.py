@@ -21,7 +21,7 @@ from fastapi.responses import Response
 
 from mlops.config import ProjectConfig
 from serving.models import ModelWatcher
-from serving.predlog import PredictionLog
+from serving.predlog import PredictionLog, PredictionLogFull
 from serving.schema import FeatureSchema, InputError, response_model
 from serving.scoring import NoModelError, Scorer, UnscorableError
 
@@ -100,7 +100,7 @@ def add_routes(app: FastAPI, kind: str = "binary") -> None:
             400: {"description": "The body is not JSON (or not an Arrow IPC stream)"},
             413: {"description": "Too many bytes or records"},
             422: {"description": "A record does not match the schema: the field and the reason"},
-            503: {"description": "No model is loaded yet"},
+            503: {"description": "No model is loaded yet, or the prediction log is full (Retry-After)"},
         },
     )
 
@@ -194,6 +194,10 @@ async def predict(request: Request) -> Response:
         return json_response({**exc.body(), "request_id": request_id}, exc.status, request_id)
     except NoModelError as exc:
         return json_response({"error": str(exc), "request_id": request_id}, 503, request_id)
+    except PredictionLogFull as exc:
+        response = json_response({"error": str(exc), "request_id": request_id}, 503, request_id)
+        response.headers["Retry-After"] = str(max(1, round(settings.log_flush_seconds)))
+        return response
     except UnscorableError as exc:
         message = f"the model cannot score the records of this request: {exc}"
         return json_response({"error": message, "request_id": request_id}, 422, request_id)

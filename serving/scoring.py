@@ -167,6 +167,8 @@ class Scorer:
 
     async def score(self, request_id: str, records: list[Any], header_key: str | None) -> ScoredRequest:
         assert self._queue is not None, "Scorer.start() was not called"
+        if self.log is not None and self.log.full:  # back-pressure: wait for room, or refuse
+            await asyncio.to_thread(self.log.wait_for_room, self.settings.log_full_wait_seconds)
         future: asyncio.Future[ScoredRequest] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(WorkItem(request_id, records, header_key, time.time_ns() // 1000, future))
         return await future

@@ -534,3 +534,51 @@ def test_the_prediction_log_can_live_on_s3(
     log = read_prediction_log(store)
     assert len(log) == 50 and set(log["request_id"]) == set(ids)
     assert log["key"].tolist() == [r["key"] for r in records]
+
+
+def test_a_full_prediction_log_refuses_requests_with_a_503_and_loses_no_row(
+    config: ProjectConfig, registry: MlflowClient, versions: dict[str, str], june: pd.DataFrame, moto_s3: str
+) -> None:
+    """The log's store is down (its bucket does not exist yet): the buffer fills to its
+    bound, requests wait for room and are then refused with a 503 naming the log, never
+    answered with their log rows dropped. Once the store is back, every answered request's
+    rows are written."""
+    import boto3
+
+    bucket = f"late-{uuid.uuid4().hex[:12]}"
+    s3 = config.data.s3.model_copy(update={"endpoint_url": moto_s3})
+    on_s3 = config.model_copy(update={"data": config.data.model_copy(update={"s3": s3})})
+    set_aliases(registry, champion=versions["forest"], challenger=None)
+    records = to_records(june.head(10))
+    settings = {
+        "prediction_log_uri": f"s3://{bucket}/predictions",
+        "log_flush_rows": 10,
+        "log_flush_seconds": 0.2,
+        "log_max_buffered_rows": 30,
+        "log_full_wait_seconds": 0.5,
+    }
+    answered: list[str] = []
+    with running_service(on_s3, **settings) as url, httpx.Client(timeout=60) as client:
+        refused = None
+        for _ in range(20):
+            response = post(client, url, records)
+            if response.status_code == 503:
+                refused = response
+                break
+            assert response.status_code == 200, response.text
+            answered.append(response.json()["request_id"])
+        assert refused is not None, "the service kept answering with its log's store down"
+        assert len(answered) >= 3  # the bound is 30 rows: three requests of ten fill it
+        assert "prediction log" in refused.json()["error"] and bucket in refused.json()["error"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        state = client.get(f"{url}/model").json()["prediction_log"]
+        assert state["refused_requests"] >= 1 and state["buffered_rows"] >= 30
+        assert state["written_rows"] == 0 and state["last_error"]
+
+        boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1").create_bucket(Bucket=bucket)
+        wait_for(lambda: post(client, url, records).status_code == 200, "the log to make room", timeout=60)
+        answered.append("(the request that found room)")
+    log = read_prediction_log(open_store(f"s3://{bucket}/predictions", s3))
+    # Every answered request's rows are in the log, and no refused request's.
+    assert len(log) == 10 * len(answered)
+    assert set(answered[:-1]) <= set(log["request_id"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from mlops.prediction_log import log_batch, log_files, log_schema, read_prediction_log
 from mlops.storage import LocalStore
-from serving.predlog import PredictionLog
+from serving.predlog import PredictionLog, PredictionLogFull
 
 NUMERIC, CATEGORICAL = ["distance", "temp"], ["carrier"]
 SCHEMA = log_schema(NUMERIC, CATEGORICAL)
@@ -99,14 +100,50 @@ def test_a_failed_write_keeps_the_rows_for_the_next_flush(tmp_path: Path) -> Non
     assert log.last_error is None and len(read_prediction_log(store)) == 6
 
 
-def test_buffer_is_capped_while_the_store_is_down(tmp_path: Path) -> None:
+def test_a_full_buffer_holds_appends_and_refuses_admission_but_drops_nothing(tmp_path: Path) -> None:
     blocker = tmp_path / "predictions"
     blocker.write_text("not a folder")
-    log = PredictionLog(LocalStore(blocker), SCHEMA, flush_rows=5, flush_seconds=60, max_buffered_rows=10)
-    for i in range(4):
-        log.append(batch(5, "2026-03-01", start=5 * i))
-        log.flush()
-    assert log.dropped_rows == 10 and log.describe()["buffered_rows"] == 10
+    store = LocalStore(blocker)
+    log = PredictionLog(store, SCHEMA, flush_rows=5, flush_seconds=60, max_buffered_rows=10)
+    log.append(batch(5, "2026-03-01"))
+    log.append(batch(5, "2026-03-01", start=5))
+    assert log.flush() == [] and log.full and log.describe()["buffered_rows"] == 10
+
+    # Admission waits for room, then refuses by name; the refusal is counted.
+    with pytest.raises(PredictionLogFull, match="10 unwritten rows"):
+        log.wait_for_room(0.2)
+    assert log.refused_requests == 1
+
+    # An append on a full buffer waits for the writer instead of dropping anything.
+    appender = threading.Thread(target=log.append, args=(batch(5, "2026-03-01", start=10),))
+    appender.start()
+    appender.join(0.5)
+    assert appender.is_alive() and log.full_waits == 1
+
+    blocker.unlink()  # the store is back: the flush makes room and the append goes through
+    assert len(log.flush()) == 1
+    appender.join(10)
+    assert not appender.is_alive()
+    log.wait_for_room(0)  # room now: no refusal
+    assert len(log.flush()) == 1
+    assert sorted(read_prediction_log(store)["distance"]) == list(range(15))
+    assert log.last_error is None and log.pending_rows == 0
+
+
+def test_closing_lets_a_waiting_append_through(tmp_path: Path) -> None:
+    """At shutdown an append never waits for room that will not come: its rows reach the
+    last flush (or are named in the error log when that fails too)."""
+    blocker = tmp_path / "predictions"
+    blocker.write_text("not a folder")
+    log = PredictionLog(LocalStore(blocker), SCHEMA, flush_rows=5, flush_seconds=60, max_buffered_rows=5)
+    log.append(batch(5, "2026-03-01"))
+    appender = threading.Thread(target=log.append, args=(batch(5, "2026-03-01", start=5),))
+    appender.start()
+    appender.join(0.3)
+    assert appender.is_alive()
+    log.drain()
+    appender.join(10)
+    assert not appender.is_alive() and log.pending_rows == 10
 
 
 def test_empty_log_reads_as_an_empty_frame(tmp_path: Path) -> None:
