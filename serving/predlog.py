@@ -72,14 +72,17 @@ class PredictionLog:
     def full(self) -> bool:
         return self.pending_rows >= self.max_buffered_rows
 
+    def _has_room(self) -> bool:
+        """(Under `_room`.) An append may go ahead: room, or shutting down."""
+        return not self.full or self._draining
+
     def append(self, batch: pa.RecordBatch) -> None:
         """Buffer one batch; while the buffer is full, wait for the writer to make room."""
         with self._room:
-            if self.full and not self._draining:
+            if not self._has_room():
                 self.full_waits += 1
                 self._wake.set()
-                while self.full and not self._draining:
-                    self._room.wait(1.0)
+                self._room.wait_for(self._has_room)
             self._batches.append(batch)
             self._rows += batch.num_rows
             due = self._rows >= self.flush_rows
@@ -93,7 +96,7 @@ class PredictionLog:
             if not self.full:
                 return
             self._wake.set()
-            if self._room.wait_for(lambda: not self.full or self._draining, timeout):
+            if self._room.wait_for(self._has_room, timeout):
                 return
             self.refused_requests += 1
         reason = f" (the last write failed: {self.last_error})" if self.last_error else ""

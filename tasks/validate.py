@@ -275,8 +275,8 @@ def validate_frame(
     if time_column and period:
         specs.append(period_expectation(time_column, period, periods, timezone))
     expectations = [_gx_expectation(name, spec) for spec in specs]
+    checked = _as_string_dtype(frame, _string_columns(suite))  # outside the lock: no GX state
     with _GX_LOCK:
-        checked = _as_string_dtype(frame, _string_columns(suite))
         gx_batch = _gx_batch_definition().get_batch(batch_parameters={"dataframe": checked})
         # Every expectation is checked in full either way; BOOLEAN_ONLY skips collecting
         # counts and example values, which took half the time. Only the expectations that
