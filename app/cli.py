@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -352,24 +353,69 @@ def predict(
     console.print(f"API docs: {base}/docs")
 
 
+def log_days_option(since: str | None, until: str | None) -> tuple[date | None, date | None]:
+    from mlops.errors import ConfigError
+
+    try:
+        return (date.fromisoformat(since) if since else None, date.fromisoformat(until) if until else None)
+    except ValueError:
+        raise ConfigError(f"--since/--until must be dates like 2026-01-31, got {since!r}/{until!r}") from None
+
+
+def run_ground_truth(ctx: typer.Context, first: date | None, last: date | None) -> None:
+    """Run the ground-truth flow (labels landed so far → the labelled log) and say what joined."""
+    from app.progress import run_with_progress
+    from app.stack import require_servers
+    from flows.ground_truth import GroundTruthRequest, ground_truth
+    from mlops.clients import client_settings
+
+    config = get_config(ctx)
+    require_servers(config)
+    quiet_user_error_tracebacks()
+    request = GroundTruthRequest(config_path=str(Path(ctx.obj).resolve()), first_day=first, last_day=last)
+    with client_settings(config):
+        outcome = run_with_progress("ground-truth", lambda: ground_truth(request), console)
+    if not outcome.days:
+        console.print("the prediction log holds no day in this range: nothing to label")
+        return
+    rows = outcome.rows
+    console.print(
+        f"{rows['joined']} of {rows['logged']} logged rows labelled over {len(outcome.days)} day(s)"
+        f" (no key {rows['no_key']}, no label yet {rows['no_label_yet']},"
+        f" ambiguous key {rows['ambiguous_key']}) -> {outcome.labelled_log_uri}",
+        highlight=False,
+    )
+    for why in outcome.rejected:
+        console.print(f"[yellow]left out:[/yellow] {why}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def label(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="First day of logged traffic, YYYY-MM-DD (UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (UTC).")] = None,
+) -> None:
+    """Join the labels landed so far (validated batches) to the prediction log, by record key."""
+    run_ground_truth(ctx, *log_days_option(since, until))
+
+
 @app.command()
 @handle_errors
 def compare(
     ctx: typer.Context,
     since: Annotated[str | None, typer.Option(help="First day of logged traffic, YYYY-MM-DD (UTC).")] = None,
     until: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (UTC).")] = None,
+    join: Annotated[
+        bool, typer.Option("--label/--no-label", help="Join the newest labels first (`mlops label`).")
+    ] = True,
 ) -> None:
     """Champion vs challenger on logged traffic, once labels have landed (joined on record keys)."""
-    from datetime import date
+    from tasks.compare import compare_logged_traffic
 
-    from mlops.errors import ConfigError
-    from serving.compare import compare_logged_traffic
-
-    try:
-        first = date.fromisoformat(since) if since else None
-        last = date.fromisoformat(until) if until else None
-    except ValueError:
-        raise ConfigError(f"--since/--until must be dates like 2026-01-31, got {since!r}/{until!r}") from None
+    first, last = log_days_option(since, until)
+    if join:
+        run_ground_truth(ctx, first, last)
     config = get_config(ctx)
     result = compare_logged_traffic(config, first, last)
     console.print(
@@ -513,8 +559,6 @@ def monitor(
 
     Exits 0 for no drift, 3 when the verdict asks for retraining, 4 when it cannot judge.
     """
-    from datetime import date
-
     from app.stack import require_servers
     from mlops.clients import client_settings
     from mlops.errors import ConfigError

@@ -7,7 +7,8 @@
 - `retraining/<project>`: on a cron schedule, and whenever monitoring emits
   `mlops.drift.detected` for this project's model (a deployment trigger passes the month
   that drifted); it trains on the months before it and lets the promotion gates judge;
-- `promotion/<project>`: the gates, run from the UI's form.
+- `promotion/<project>`: the gates, run from the UI's form;
+- `ground-truth/<project>`: the labels landed so far joined to the prediction log, from the form.
 
 A run started from the Prefect UI runs the same flow function with the same typed request
 as the CLI does; every deployment's `config_path` defaults to the config this process was
@@ -33,6 +34,7 @@ def build_deployments(config: ProjectConfig, config_path: str) -> list[Any]:
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
 
+    from flows.ground_truth import ground_truth
     from flows.monitoring import DRIFT_EVENT, monitoring
     from flows.promotion import promotion
     from flows.retraining import retraining
@@ -91,6 +93,13 @@ def build_deployments(config: ProjectConfig, config_path: str) -> list[Any]:
             parameters=defaults,
             concurrency_limit=1,
             description="Gate a challenger against the champion, and promote it if it passes",
+            tags=tags,
+            entrypoint_type=module,
+        ),
+        ground_truth.to_deployment(
+            name=name,
+            parameters=defaults,
+            description="Join the labels landed so far to the prediction log, by record key",
             tags=tags,
             entrypoint_type=module,
         ),

@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
+from flows.ground_truth import label_served_traffic
 from flows.stages import (
     artifact_key,
     dimension_frames,
@@ -35,8 +36,10 @@ from mlops.errors import BadBatchError, ConfigError
 from mlops.names import CHALLENGER, CHAMPION, PERIODS_TAG
 from mlops.objective import Objective
 from mlops.periods import ANY_PERIOD_PATTERN
+from mlops.prediction_log import read_labelled_log
 from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
+from tasks.compare import Comparison, compare_arms, paired_metric_name
 from tasks.drift import (
     CANNOT_JUDGE,
     PREDICTED_CLASS,
@@ -55,7 +58,6 @@ from tasks.drift import (
     newest_period,
     plan_columns,
     prediction_log_frame,
-    read_prediction_log,
     sample_rows,
     summary_document,
 )
@@ -123,6 +125,7 @@ class LoadedBatch:
     current: CurrentFrame | None  # None: nothing could be read (the reason says why)
     reason: str | None = None
     timestamp: datetime | None = None  # when the batch happened: a month's first day, a log's last
+    live: Comparison | None = None  # the log: each arm's quality on its own answers, once labelled
 
 
 # -- stages -------------------------------------------------------------------------------
@@ -160,18 +163,42 @@ def load_landing_batch(config: ProjectConfig, stores: Stores, period: str | None
     return LoadedBatch(f"{name}@{batches[period].snapshot.sha256[:12]}", period, current, timestamp=stamp)
 
 
-def load_logged_batch(config: ProjectConfig, first: date | None, last: date | None) -> LoadedBatch:
+def load_logged_batch(
+    config: ProjectConfig, stores: Stores, first: date | None, last: date | None
+) -> LoadedBatch:
+    """The served rows of the log's days, with the labels landed so far joined first (the
+    ground-truth stage), so the champion's quality and each arm's are measured on them."""
     last = last or date.today()
     first = first or last
-    store = Stores.from_config(config).predictions
     name = f"predictions/{first.isoformat()}..{last.isoformat()}"
-    log = read_prediction_log(store, first, last)
+    ground = label_served_traffic(config, stores, first, last)
+    log = read_labelled_log(stores.labelled_predictions, first, last)
     if log.empty:
         return LoadedBatch(
-            name, None, None, f"no predictions were logged in {store.uri} from {first} to {last}"
+            name, None, None, f"no predictions were logged in {stores.predictions.uri} from {first} to {last}"
         )
-    stamp = datetime.combine(last, time())
-    return LoadedBatch(name, None, prediction_log_frame(log, config), timestamp=stamp)
+    current = prediction_log_frame(log, config)
+    rows = ground.rows
+    current.notes.insert(
+        0,
+        f"{rows['joined']} of {rows['logged']} logged rows joined to a label (no key: {rows['no_key']},"
+        f" no label yet: {rows['no_label_yet']}, ambiguous key: {rows['ambiguous_key']})",
+    )
+    current.notes.extend(f"labels left out: {why}" for why in ground.rejected)
+    live = compare_arms(log, Objective.of(config), first)
+    return LoadedBatch(name, None, current, timestamp=datetime.combine(last, time()), live=live)
+
+
+def live_figures(live: Comparison | None, metric: str) -> dict[str, float]:
+    """Each arm's `metric` on its own logged answers and its labelled rows, as MLflow metrics."""
+    if live is None:
+        return {}
+    figures = {}
+    for arm in live.arms:
+        figures[f"live_{arm.arm}_v{arm.model_version}_labelled_rows"] = float(arm.labelled_rows)
+        if metric in arm.metrics:
+            figures[f"live_{arm.arm}_v{arm.model_version}_{metric}"] = arm.metrics[metric]
+    return figures
 
 
 def score(
@@ -400,8 +427,28 @@ def record(
         outcome.report_url = tracker.artifact_url(run_id, "monitoring/report.html")
 
 
-def publish(outcome: MonitoringOutcome, judgement: Judgement, key_features: list[str]) -> None:
-    """The verdict where Prefect users look: a markdown and a table artifact."""
+def publish(
+    outcome: MonitoringOutcome, judgement: Judgement, key_features: list[str], live: Comparison | None = None
+) -> None:
+    """The verdict where Prefect users look: a markdown artifact, a table of the columns'
+    drift and, for the log, a table of each arm's live quality."""
+    if live is not None and live.arms:
+        create_table_artifact(
+            [
+                {
+                    "arm": arm.arm,
+                    "model_version": arm.model_version,
+                    "modes": ",".join(arm.modes),
+                    "served": arm.served,
+                    "logged": arm.logged_rows,
+                    "labelled": arm.labelled_rows,
+                    **{name: round(value, 4) for name, value in arm.metrics.items()},
+                }
+                for arm in live.arms
+            ],
+            key="live-quality",
+            description=f"Each arm's quality on its labelled served traffic, {outcome.batch}",
+        )
     create_markdown_artifact(
         verdict_markdown(outcome, judgement.figures, judgement.plan),
         key=f"drift-{artifact_key(outcome.batch.split('@')[0])}",
@@ -439,7 +486,7 @@ def monitoring(request: MonitoringRequest = MonitoringRequest()) -> MonitoringOu
     if request.source == "landing":
         loaded = load_landing_batch(config, stores, request.period)
     else:
-        loaded = load_logged_batch(config, request.first_day, request.last_day)
+        loaded = load_logged_batch(config, stores, request.first_day, request.last_day)
 
     judgement = judge_batch(config, tracker, model, stores, loaded)
     figures, plan = judgement.figures, judgement.plan
@@ -450,7 +497,10 @@ def monitoring(request: MonitoringRequest = MonitoringRequest()) -> MonitoringOu
         reasons=judgement.verdict.reasons,
         model_name=model.name,
         model_version=model.version,
-        figures=figures.metrics() if figures else {"rows": 0.0},
+        figures={
+            **(figures.metrics() if figures else {"rows": 0.0}),
+            **live_figures(loaded.live, paired_metric_name(Objective.of(config))),
+        },
         drifted_columns=figures.drifted if figures else [],
         unassessable={i.column: i.reason for i in plan.issues} if plan else {},
         unseen=plan.unseen if plan else {},
@@ -459,7 +509,7 @@ def monitoring(request: MonitoringRequest = MonitoringRequest()) -> MonitoringOu
         metric=config.training.metric,
     )
     record(tracker, config, request, model, judgement, outcome)
-    publish(outcome, judgement, config.monitoring.key_features)
+    publish(outcome, judgement, config.monitoring.key_features, loaded.live)
     announce(outcome, str(Path(request.config_path).resolve()), request.request_retraining)
     logger.info(
         "%s against v%s: %s (%s)", outcome.batch, model.version, outcome.verdict, "; ".join(outcome.reasons)

@@ -180,9 +180,13 @@ class Batch:
         return f"{self.snapshot.table}/{self.snapshot.period or 'static'}@{self.snapshot.sha256[:12]}"
 
 
-def ingest_batches(config: ProjectConfig, stores: Stores, periods: list[str]) -> dict[str, Batch]:
+def ingest_batches(
+    config: ProjectConfig, stores: Stores, periods: list[str], rejected: list[str] | None = None
+) -> dict[str, Batch]:
     """Snapshot every period of the batch table and every dimension table, in parallel.
-    Keys: the period for batch-table files, the table name for dimension tables."""
+    Keys: the period for batch-table files, the table name for dimension tables. A bad file
+    is quarantined and named in a BadBatchError, or, given a `rejected` list, named there
+    while the good files go on."""
     data = config.data
     jobs = {p: (data.batch_table, p, data.tables[data.batch_table].key(p)) for p in periods}
     jobs |= {t: (t, None, spec.key()) for t, spec in data.tables.items() if t != data.batch_table}
@@ -194,14 +198,16 @@ def ingest_batches(config: ProjectConfig, stores: Stores, periods: list[str]) ->
     # Wait for every file before failing, so each bad one is quarantined and named in one run
     # (a BadBatchError names the file and its quarantine location).
     batches: dict[str, Batch] = {}
-    rejected: list[str] = []
+    bad: list[str] = []
     for label, future in futures.items():
         try:
             batches[label] = Batch(*future.result())
         except BadBatchError as exc:
-            rejected.append(str(exc))
-    if rejected:
-        raise BadBatchError("\n".join(rejected))
+            bad.append(str(exc))
+    if rejected is not None:
+        rejected += bad
+    elif bad:
+        raise BadBatchError("\n".join(bad))
     return batches
 
 

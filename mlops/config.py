@@ -316,6 +316,8 @@ class ServingConfig(Strict):
     ab_split: float = Field(0.5, ge=0, le=1)  # ab: share of routing keys in arm B (the challenger)
     routing_header: str = "X-Routing-Key"  # sticky key of a request when its records carry no `key`
     prediction_log_uri: str = "state/predictions"  # a local folder, or s3://bucket/prefix
+    # The log with the ground truth joined (`mlops label`); empty: beside it, `<prediction_log_uri>-labelled`
+    labelled_log_uri: str | None = None
     log_flush_seconds: float = Field(2.0, gt=0)
     log_flush_rows: int = Field(20000, ge=1)
     # Unwritten log rows held in memory at most; once full, requests wait for room up to
@@ -326,6 +328,10 @@ class ServingConfig(Strict):
     max_body_bytes: int = Field(32 * 2**20, ge=1024)  # request body; more is a 413
     batch_max_rows: int = Field(2048, ge=1)  # concurrent requests are scored together up to this
     batch_wait_ms: float = Field(0.0, ge=0, le=100)  # extra wait to gather a micro-batch
+
+    @property
+    def labelled_log_location(self) -> str:
+        return self.labelled_log_uri or self.prediction_log_uri.rstrip("/") + "-labelled"
 
 
 # The schedules' defaults by cadence: monitor the newest period soon after it lands; retrain
@@ -603,6 +609,8 @@ def save_config(config: ProjectConfig, path: str | Path) -> Path:
     for key in ("landing_uri", "snapshot_uri", "quarantine_uri"):
         data[key] = config.store_uri(data[key])
     payload["serving"]["prediction_log_uri"] = config.store_uri(config.serving.prediction_log_uri)
+    if config.serving.labelled_log_uri:
+        payload["serving"]["labelled_log_uri"] = config.store_uri(config.serving.labelled_log_uri)
     payload["stack"]["state_dir"] = str(config.state_dir)
     payload["expectations_dir"] = str(config.path(config.expectations_dir))
     path = Path(path)

@@ -17,12 +17,22 @@ write the same file. Columns, in this order:
   regression: the predicted value; multiclass: the probability of the predicted class)
 - `predicted_label`: the service's answer as a label, not the truth (binary: 0/1 at the
   training threshold, int8; multiclass: the class, string; regression: null). True labels
-  arrive later, see `serving.compare`, joined on `key`
+  arrive later, joined on `key` into the labelled log (below)
 
-One optional column, `label` (`LABEL`): the true 0/1 outcome. The service never writes it;
-only a labelled log has it (one made by hand, as the tests do). The monitoring flow uses it
-when present and otherwise reports no label drift and no quality figures. Joining the
-ground truth to the log is left to a later change.
+The record key: the values of `data.key_columns`, in order, joined with `|` (numbers without
+a trailing `.0`), e.g. `2013|6|1|UA|1545|515|EWR`. `record_key` builds it from one row and
+`frame_keys` from a frame; a client sends it, the join with the ground truth matches on it.
+
+**The labelled log** (`serving.labelled_log_uri`) is the prediction log with the ground truth
+joined, once labels have landed: `date=YYYY-MM-DD/labelled.parquet`, one file per UTC day of
+the requests, holding every row the log held that day plus
+
+- `label`: the true outcome (typed as training types it), null when none could be joined
+- `label_status`: `joined`, or why not: `no_key` (the client sent none), `no_label_yet`
+  (no landed row has this key), `ambiguous_key` (landed rows disagree on this key's label)
+
+Each join rewrites a day's file whole, so labels that arrive twice never count twice.
+Monitoring (`--log`), `mlops compare` and the gates read it through `read_labelled_log`.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 
 import numpy as np
@@ -66,12 +76,41 @@ META_FIELDS = (
     pa.field(PREDICTED_LABEL, pa.int8()),
 )
 META_COLUMNS = [f.name for f in META_FIELDS]
-# Optional: the true outcome (0/1, null while unknown). Only a labelled log has it; the
-# service never writes it (see the module docstring).
+# The labelled log's two extra columns (see the module docstring); the service never writes them.
 LABEL = "label"
+LABEL_STATUS = "label_status"
+JOINED, NO_KEY, NO_LABEL_YET, AMBIGUOUS_KEY = "joined", "no_key", "no_label_yet", "ambiguous_key"
+LABEL_STATUSES = (JOINED, NO_KEY, NO_LABEL_YET, AMBIGUOUS_KEY)
+LABELLED_FILE = "labelled.parquet"
+KEY_SEPARATOR = "|"
 
 PARTITION = "date={day}"
 PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/[^/]+\.parquet$")
+
+
+def _key_part(value: object) -> str:
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def record_key(row: Mapping[str, object], key_columns: Sequence[str]) -> str:
+    """The `key` of one row, as a client sends it with a record."""
+    return KEY_SEPARATOR.join(_key_part(row[c]) for c in key_columns)
+
+
+def frame_keys(frame: pd.DataFrame, key_columns: Sequence[str]) -> pd.Series:
+    """`record_key` of every row, vectorised."""
+    parts = []
+    for column in key_columns:
+        values = frame[column]
+        if pd.api.types.is_float_dtype(values) and values.dropna().mod(1).eq(0).all():
+            values = values.astype("Int64")
+        parts.append(values.astype(str))
+    keys = parts[0]
+    for part in parts[1:]:
+        keys = keys + KEY_SEPARATOR + part
+    return keys
 
 
 def log_schema(numeric: Sequence[str], categorical: Sequence[str], kind: str = "binary") -> pa.Schema:
@@ -195,5 +234,31 @@ def read_prediction_log(store: Store, since: date | None = None, until: date | N
     tables = [read_log_file(store, key) for key in log_files(store, since, until)]
     if not tables:
         return pd.DataFrame(columns=META_COLUMNS)
+    table = pa.concat_tables(tables, promote_options="permissive")
+    return table.to_pandas().reset_index(drop=True)
+
+
+def log_days(store: Store, since: date | None = None, until: date | None = None) -> list[date]:
+    """The UTC days of [since, until] that have log files, oldest first."""
+    return sorted({d for key in log_files(store, since, until) if (d := partition_date(key)) is not None})
+
+
+def write_labelled_day(store: Store, day: date, frame: pd.DataFrame) -> str:
+    """Replace one day of the labelled log with these rows (the day's whole log, joined)."""
+    missing = {LABEL, LABEL_STATUS} - set(frame.columns)
+    if missing:
+        raise ValueError(f"a labelled log day needs the columns {sorted(missing)}")
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, compression="zstd")
+    return store.write_bytes(f"{partition_name(day)}/{LABELLED_FILE}", buffer.getvalue())
+
+
+def read_labelled_log(store: Store, since: date | None = None, until: date | None = None) -> pd.DataFrame:
+    """The labelled log of [since, until] (UTC days) as one frame; empty (with the log's
+    columns) if no day has been joined yet."""
+    keys = [k for k in log_files(store, since, until) if k.endswith(f"/{LABELLED_FILE}")]
+    tables = [read_log_file(store, key) for key in keys]
+    if not tables:
+        return pd.DataFrame(columns=[*META_COLUMNS, LABEL, LABEL_STATUS])
     table = pa.concat_tables(tables, promote_options="permissive")
     return table.to_pandas().reset_index(drop=True)

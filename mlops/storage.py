@@ -226,12 +226,13 @@ def open_store(uri: str, s3: S3Settings) -> Store:
 @dataclass(frozen=True)
 class Stores:
     """The project's stores, opened from its config: where batches land, their immutable
-    snapshots, rejected files, and the prediction log."""
+    snapshots, rejected files, the prediction log and the log with its ground truth joined."""
 
     landing: Store
     snapshots: Store
     quarantine: Store
     predictions: Store
+    labelled_predictions: Store
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> Stores:
@@ -241,4 +242,5 @@ class Stores:
             open_store(config.store_uri(data.snapshot_uri), data.s3),
             open_store(config.store_uri(data.quarantine_uri), data.s3),
             open_store(config.store_uri(config.serving.prediction_log_uri), data.s3),
+            open_store(config.store_uri(config.serving.labelled_log_location), data.s3),
         )

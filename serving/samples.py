@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from mlops.config import ProjectConfig
+from mlops.prediction_log import frame_keys
 from mlops.storage import Store
-from serving.compare import frame_keys
 from serving.schema import KEY_FIELD
 
 

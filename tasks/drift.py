@@ -15,7 +15,7 @@ import json
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -237,13 +237,6 @@ def label_dtype(values: pd.Series, kind: str) -> pd.Series:
     if kind == "binary":
         return values.astype(np.int8)
     return values.astype("float64") if kind == "regression" else values.astype(object)
-
-
-def read_prediction_log(store: Store, first: date, last: date) -> pd.DataFrame:
-    """Every logged prediction between two days (UTC, inclusive); a damaged file is a BadBatchError."""
-    if last < first:
-        raise ConfigError(f"the last day {last} is before the first day {first}")
-    return prediction_log.read_prediction_log(store, first, last)
 
 
 def prediction_log_frame(log: pd.DataFrame, config: ProjectConfig) -> CurrentFrame:

@@ -416,7 +416,10 @@ def _brief(failure: FailedExpectation) -> str:
 def stores_under(folder: Path) -> Stores:
     """Empty local landing, snapshot and quarantine stores under `folder`."""
     return Stores(
-        *(LocalStore(folder / name) for name in ("landing", "snapshots", "quarantine", "predictions"))
+        *(
+            LocalStore(folder / name)
+            for name in ("landing", "snapshots", "quarantine", "predictions", "labelled")
+        )
     )
 
 

@@ -181,7 +181,8 @@ def _landing_with(
     config_path = save_config(stack_config.model_copy(update={"data": data_config}), tmp / "mlops.yaml")
     s3 = stack_config.data.s3
     stores = Stores(
-        landing, *(open_store(str(tmp / name), s3) for name in ("snapshots", "quarantine", "predictions"))
+        landing,
+        *(open_store(str(tmp / name), s3) for name in ("snapshots", "quarantine", "predictions", "labelled")),
     )
     return config_path, stores, keys
 

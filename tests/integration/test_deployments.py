@@ -147,7 +147,7 @@ def test_deployments_carry_their_schedules_trigger_and_defaults(
     with get_client(sync_client=True) as client:
         found = {
             name: client.read_deployment_by_name(f"{name}/{project}")
-            for name in ("training-pipeline", "monitoring", "retraining", "promotion")
+            for name in ("training-pipeline", "monitoring", "retraining", "promotion", "ground-truth")
         }
         automations = client.read_automations_by_name(f"retrain {MODEL} on drift")
     for deployment in found.values():
@@ -158,6 +158,7 @@ def test_deployments_carry_their_schedules_trigger_and_defaults(
         "monitoring": [config.monitoring.monitoring_cron],
         "retraining": [config.monitoring.retraining_cron],
         "promotion": [],
+        "ground-truth": [],
     }
     assert found["retraining"].global_concurrency_limit is not None
     (automation,) = automations

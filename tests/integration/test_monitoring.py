@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
@@ -23,8 +24,12 @@ from flows.monitoring import DRIFT_EVENT, MONITORED_EVENT, MonitoringOutcome, Mo
 from flows.training import TrainingOutcome, TrainingRequest, training_pipeline
 from mlops.clients import client_settings
 from mlops.config import ProjectConfig
-from mlops.storage import open_store
-from tasks.drift import CANNOT_JUDGE, DRIFT_RETRAIN, NO_DRIFT
+from mlops.objective import Objective
+from mlops.prediction_log import read_labelled_log
+from mlops.storage import Stores, open_store
+from mlops.tracking import Tracker
+from serving.samples import feature_frame
+from tasks.drift import CANNOT_JUDGE, DRIFT_RETRAIN, NO_DRIFT, PERFORMANCE_DROP_RETRAIN
 from tests.integration.drift_setup import (
     copy_landing,
     drift_config,
@@ -287,42 +292,93 @@ def test_unseen_categories_are_reported(champion, config: ProjectConfig, tmp_pat
 # -- the prediction log -------------------------------------------------------------------
 
 
-def test_the_served_rows_of_the_prediction_log_are_a_batch(
-    champion, calm: MonitoringOutcome, config: ProjectConfig, config_file: Path
-) -> None:
-    from tasks.drift import build_current_frame
-
-    store = landing(config)
-    dims = {"weather": read_landed(store, "weather.parquet"), "planes": read_landed(store, "planes.parquet")}
-    frame = build_current_frame(read_landed(store, FLIGHTS), dims, config).frame
-    log = frame[config.features.columns].assign(
-        score=0.2,
-        label=frame[config.target.label].astype(float),
-        model_name=MODEL,
-        model_version=champion.model_version,
-        arm="a",
-        mode="none",
-        served=np.arange(len(frame)) % 10 != 0,  # every tenth row was a shadow prediction
-        request_id="r",
-        ts=datetime(2026, 1, 2, tzinfo=UTC),
+def _serve(config: ProjectConfig, version: str, folder: Path) -> tuple[ProjectConfig, pd.DataFrame]:
+    """August's records as the service would have logged them over two days: the
+    champion's own scores, every tenth row a shadow score, every seventh sent without a
+    key. Returns a config whose prediction log (and labelled log) is under `folder`."""
+    served = config.model_copy(
+        update={
+            "serving": config.serving.model_copy(update={"prediction_log_uri": str(folder / "predictions")})
+        }
     )
-    log_store = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
+    frame = feature_frame(config, landing(config), BATCH)
+    model = Tracker(config.stack.tracking_uri, config.registry.experiment).load_model(MODEL, version)
+    objective = Objective.of(config)
+    rows = np.arange(len(frame))
+    log = frame.assign(
+        key=frame["key"].where(rows % 7 != 0, None),
+        score=objective.score_of(objective.predict(model, frame[config.features.columns])),
+        model_name=MODEL,
+        model_version=version,
+        arm="champion",
+        mode="shadow",
+        served=rows % 10 != 0,
+        request_id=[f"r{i}" for i in rows],
+        timestamp=[datetime(2026, 1, 2 + i * 2 // len(frame), tzinfo=UTC) for i in rows],
+    )
+    log_store = open_store(served.store_uri(served.serving.prediction_log_uri), config.data.s3)
     write_landed(log_store, "date=2026-01-02/part-0.parquet", log.iloc[: len(log) // 2])
     write_landed(log_store, "date=2026-01-03/part-0.parquet", log.iloc[len(log) // 2 :])
+    return served, log
 
-    outcome = monitoring(
-        MonitoringRequest(
-            config_path=str(config_file),
-            source="prediction_log",
-            first_day=date(2026, 1, 1),
-            last_day=date(2026, 1, 3),
-        )
-    )
+
+def _monitor_log(config: ProjectConfig, folder: Path) -> MonitoringOutcome:
+    request = {"source": "prediction_log", "first_day": date(2026, 1, 1), "last_day": date(2026, 1, 3)}
+    return monitoring(MonitoringRequest(config_path=str(write_config(config, folder)), **request))
+
+
+def test_the_served_rows_of_the_prediction_log_are_a_batch_judged_on_joined_labels(
+    champion, calm: MonitoringOutcome, config: ProjectConfig, tmp_path: Path
+) -> None:
+    served, log = _serve(config, champion.model_version, tmp_path)
+    outcome = _monitor_log(served, tmp_path)
     assert outcome.batch == "predictions/2026-01-01..2026-01-03" and outcome.period is None
-    assert outcome.figures["rows"] == int(log["served"].sum())
     assert outcome.verdict == NO_DRIFT, outcome.reasons
-    # the same rows as the landed month, minus the shadow ones: the same figures, nearly
+
+    # The labels of August joined by key: every logged row is in the labelled log, with its
+    # label or why not; a row without a key is counted, not guessed.
+    labelled = read_labelled_log(Stores.from_config(served).labelled_predictions)
+    assert len(labelled) == len(log) and labelled["request_id"].tolist() == log["request_id"].tolist()
+    status = labelled["label_status"].value_counts().to_dict()
+    assert status["no_key"] == int(log["key"].isna().sum())
+    cancelled = int(read_landed(landing(config), FLIGHTS)["arr_delay"].isna().sum())
+    assert 0 < status.get("no_label_yet", 0) <= cancelled  # cancelled flights have no label
+    joined_served = int(((labelled["label_status"] == "joined") & labelled["served"]).sum())
+    assert outcome.figures["rows"] == joined_served
+    assert any(
+        note.startswith(f"{status['joined']} of {len(log)} logged rows joined") for note in outcome.notes
+    )
+    # Judged on those rows, the champion's quality is about that of the landed month ...
     assert outcome.figures["current_roc_auc"] == pytest.approx(calm.figures["current_roc_auc"], abs=0.03)
+    # ... and the arm's live quality, from its logged scores, is the same model on the same rows.
+    version = champion.model_version
+    assert outcome.figures[f"live_champion_v{version}_labelled_rows"] == status["joined"]
+    assert outcome.figures[f"live_champion_v{version}_roc_auc"] == pytest.approx(
+        outcome.figures["current_roc_auc"], abs=0.03
+    )
+    artifacts = _artifacts(_flow_run_id(outcome))
+    assert {"live-quality", "ground-truth", "ground-truth-by-arm"} <= set(artifacts)
+
+
+def test_labels_that_contradict_the_served_scores_are_a_performance_drop(
+    champion, config: ProjectConfig, tmp_path: Path
+) -> None:
+    """The world changed after serving: August's outcomes, as they land, no longer follow
+    the features (shuffled). Joined to the log, they make the champion's live quality fall
+    far below its holdout, while the features themselves did not drift."""
+    strict = copy_landing(config, tmp_path).model_copy(
+        update={"monitoring": config.monitoring.model_copy(update={"max_metric_drop": 0.1})}
+    )
+    served, _ = _serve(strict, champion.model_version, tmp_path)
+    store = landing(strict)
+    month = read_landed(store, FLIGHTS)
+    shuffled = np.random.default_rng(3).permutation(month["arr_delay"].to_numpy())
+    write_landed(store, FLIGHTS, month.assign(arr_delay=shuffled))
+
+    outcome = _monitor_log(served, tmp_path)
+    assert outcome.verdict == PERFORMANCE_DROP_RETRAIN, outcome.reasons
+    assert "below the champion's holdout" in outcome.reasons[0]
+    assert outcome.figures["current_roc_auc"] < 0.6
 
 
 # -- the command line ---------------------------------------------------------------------

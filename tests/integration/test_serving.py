@@ -33,9 +33,9 @@ from mlops.config import CandidateConfig, ProjectConfig, ServingConfig, save_con
 from mlops.prediction_log import read_prediction_log
 from mlops.storage import Store, open_store
 from serving.app import create_app
-from serving.compare import compare_logged_traffic
 from serving.routing import RoutingPlan
 from serving.samples import feature_frame, to_arrow_stream, to_dataframe_split, to_records
+from tasks.compare import compare_logged_traffic
 from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -460,7 +460,19 @@ def test_shadow_logs_both_arms_and_returns_only_the_champion(
     shadow_config = config.model_copy(
         update={"serving": config.serving.model_copy(update={"prediction_log_uri": log_uri})}
     )
+    # `mlops compare` runs the ground-truth flow first: the labelled log, then the comparison.
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    config_file = save_config(shadow_config, tmp_path / "mlops.yaml")
+    with client_settings(config):
+        shown = CliRunner().invoke(app, ["--config", str(config_file), "compare"])
+    assert shown.exit_code == 0, shown.output
+    assert "of 1200 logged rows labelled over 1 day(s)" in shown.output
+    assert "paired on" in shown.output and "challenger" in shown.output
     result = compare_logged_traffic(shadow_config)
+    assert result.logged_rows == 1200
     assert result.labelled_rows > 1000  # cancelled flights have no label
     assert result.paired_rows > 500 and set(result.paired) == {"champion", "challenger"}
     assert all(0.5 < arm.metrics["roc_auc"] <= 1 for arm in result.arms)

@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 
 from app.seed import load_source
+from flows.ground_truth import label_served_traffic
 from mlops.config import MonitoringConfig, ProjectConfig, TableSpec, load_config
 from mlops.errors import ConfigError
 from mlops.periods import Periods
+from mlops.prediction_log import log_days, read_prediction_log
 from mlops.storage import LocalStore
 from tasks.drift import (
     CANNOT_JUDGE,
@@ -35,12 +37,12 @@ from tasks.drift import (
     monitored_columns,
     plan_columns,
     prediction_log_frame,
-    read_prediction_log,
     retraining_window,
     run_report,
     sample_rows,
 )
 from tasks.features import build_training_frame
+from tests.data.bad_inputs import stores_under
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = MonitoringConfig(key_features=["temp"], min_rows=100, drift_share=0.5, max_unassessable_share=0.5)
@@ -312,8 +314,11 @@ def test_prediction_log_is_read_by_day(tmp_path: Path) -> None:
         store.write_bytes(f"date={day}/part.parquet", buffer)
     assert len(read_prediction_log(store, date(2026, 1, 1), date(2026, 1, 2))) == 5
     assert read_prediction_log(store, date(2026, 1, 3), date(2026, 1, 4)).empty
+    assert log_days(store, date(2026, 1, 2)) == [date(2026, 1, 2), date(2026, 1, 5)]
     with pytest.raises(ConfigError, match="before the first day"):
-        read_prediction_log(store, date(2026, 1, 2), date(2026, 1, 1))
+        label_served_traffic(
+            load_config(REPO / "mlops.yaml"), stores_under(tmp_path), date(2026, 1, 2), date(2026, 1, 1)
+        )
 
 
 # -- lineage and months ---------------------------------------------------------------------

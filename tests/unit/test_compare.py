@@ -1,18 +1,17 @@
-"""`mlops compare` logic: the record key, the label join, and each arm's metrics."""
+"""`mlops compare` logic: the record key, and each arm's metrics on the labelled log."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import load_config
 from mlops.objective import BINARY
-from mlops.storage import LocalStore
-from serving.compare import compare_arms, frame_keys, load_labels, record_key
+from mlops.prediction_log import frame_keys, record_key
+from tasks.compare import compare_arms
+from tasks.ground_truth import Labels, join_ground_truth
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEY_COLUMNS = ["year", "month", "day", "carrier", "flight", "sched_dep_time", "origin"]
@@ -60,8 +59,10 @@ def logged(
     )
 
 
-def labels_of(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"key": frame_keys(frame, KEY_COLUMNS), "y": (frame["arr_delay"] >= 15).astype(int)})
+def labels_of(frame: pd.DataFrame) -> Labels:
+    return Labels(
+        pd.DataFrame({"key": frame_keys(frame, KEY_COLUMNS), "label": (frame["arr_delay"] >= 15).astype(int)})
+    )
 
 
 def test_shadow_traffic_is_compared_on_the_same_rows() -> None:
@@ -77,7 +78,7 @@ def test_shadow_traffic_is_compared_on_the_same_rows() -> None:
         ],
         ignore_index=True,
     )
-    result = compare_arms(log, labels_of(frame), BINARY)
+    result = compare_arms(join_ground_truth(log, labels_of(frame)), BINARY)
     assert result.logged_rows == 800 and result.labelled_rows == 800
     by_arm = {a.arm: a for a in result.arms}
     assert by_arm["challenger"].metrics["roc_auc"] > 0.95 > by_arm["champion"].metrics["roc_auc"]
@@ -90,8 +91,8 @@ def test_rows_without_key_or_label_are_counted_not_guessed() -> None:
     frame = flights(100)
     log = logged(frame, "champion", "1", True, np.full(100, 0.3), "canary")
     log.loc[:9, "key"] = None  # ten rows sent without a key
-    labels = labels_of(frame).iloc[50:]  # labels landed for half the flights
-    result = compare_arms(log, labels, BINARY)
+    labels = Labels(labels_of(frame).frame.iloc[50:])  # labels landed for half the flights
+    result = compare_arms(join_ground_truth(log, labels), BINARY)
     assert result.keyed_rows == 90 and result.labelled_rows == 50
     assert any("carry no `key`" in note for note in result.notes)
     assert result.arms[0].labelled_rows == 50
@@ -99,22 +100,7 @@ def test_rows_without_key_or_label_are_counted_not_guessed() -> None:
 
 def test_no_matching_key_says_so() -> None:
     log = logged(flights(50), "champion", "1", True, np.full(50, 0.3), "none")
-    result = compare_arms(log, labels_of(flights(50, seed=9).assign(month=7)), BINARY)
+    result = compare_arms(join_ground_truth(log, labels_of(flights(50, seed=9).assign(month=7))), BINARY)
     assert result.labelled_rows == 0
     assert any("no logged key matches" in note for note in result.notes)
     assert result.arms[0].metrics == {}
-
-
-def test_labels_come_from_the_landing_zone_by_the_target_rule(tmp_path: Path) -> None:
-    config = load_config(REPO_ROOT / "mlops.yaml")
-    store = LocalStore(tmp_path / "landing")
-    frame = flights(60)
-    frame.loc[0, "arr_delay"] = np.nan  # cancelled: no label
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer)
-    store.write_bytes("flights/2013-06.parquet", buffer.getvalue())
-    store.write_bytes("weather.parquet", b"not read")
-    labels = load_labels(config, store)
-    assert len(labels) == 59
-    expected = (frame["arr_delay"].iloc[1:] >= 15).astype(int).to_numpy()
-    assert labels["y"].to_numpy().tolist() == expected.tolist()

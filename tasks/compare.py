@@ -1,11 +1,11 @@
 """`mlops compare`: champion versus challenger on the traffic the service logged.
 
 A request carries features only, so the outcome of a scored row is unknown until its
-label lands. A client that wants its rows judged sends a `key` with each record: the
-values of `data.key_columns`, in order, joined with `|` (numbers without a trailing
-`.0`), e.g. `2013|6|1|UA|1545|515|EWR`. `record_key` builds it from a row. When the batch
-table's files land, `compare` labels them with the config's target rule, joins them to
-the log on that key, and scores each arm (arm and model version) on its joined rows.
+label lands. A client that wants its rows judged sends a `key` with each record
+(`mlops.prediction_log.record_key`). Once the batch table's files have landed and passed
+validation, the ground-truth flow (`mlops label`) joins their labels to the log on that key,
+into the labelled log; `compare` reads it and scores each arm (arm and model version) on its
+joined rows.
 
 Read the result with care: in shadow mode both arms scored the very same rows, so their
 difference is a paired comparison (reported separately, on the rows both scored). In
@@ -16,9 +16,6 @@ are counted, not guessed.
 
 from __future__ import annotations
 
-import io
-import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -26,75 +23,26 @@ import numpy as np
 import pandas as pd
 
 from mlops.config import ProjectConfig
-from mlops.errors import ConfigError, LandingError
 from mlops.names import CHALLENGER, CHAMPION
 from mlops.objective import Objective
 from mlops.prediction_log import (
     ARM,
+    JOINED,
     KEY,
+    LABEL,
+    LABEL_STATUS,
     MODE,
     MODEL_VERSION,
+    NO_KEY,
     PREDICTED_LABEL,
     REQUEST_ID,
     SCORE,
     SERVED,
-    read_prediction_log,
+    read_labelled_log,
 )
-from mlops.storage import Store, Stores
+from mlops.storage import Stores
 
-KEY_SEPARATOR = "|"
 MIN_ROWS_FOR_METRICS = 30  # fewer labelled rows than this: counts only, no metrics
-
-
-def _key_part(value: object) -> str:
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def record_key(row: Mapping[str, object], key_columns: Sequence[str]) -> str:
-    """The `key` of one row, as a client sends it with a record."""
-    return KEY_SEPARATOR.join(_key_part(row[c]) for c in key_columns)
-
-
-def frame_keys(frame: pd.DataFrame, key_columns: Sequence[str]) -> pd.Series:
-    """`record_key` of every row, vectorised."""
-    parts = []
-    for column in key_columns:
-        values = frame[column]
-        if pd.api.types.is_float_dtype(values) and values.dropna().mod(1).eq(0).all():
-            values = values.astype("Int64")
-        parts.append(values.astype(str))
-    keys = parts[0]
-    for part in parts[1:]:
-        keys = keys + KEY_SEPARATOR + part
-    return keys
-
-
-def load_labels(config: ProjectConfig, landing: Store) -> pd.DataFrame:
-    """`key` (as the log's) and the label `y` of every labelled row of the batch table in the landing zone."""
-    from tasks.features import label_rows
-
-    key_columns = config.data.key_columns
-    if not key_columns:
-        raise ConfigError("data.key_columns is empty: logged predictions cannot be joined to labels")
-    spec = config.data.tables[config.data.batch_table]
-    pattern = re.compile("^" + re.escape(spec.path).replace(re.escape("{period}"), r"[^/]+") + "$")
-    keys = [k for k in landing.list() if pattern.match(k)]
-    if not keys:
-        raise LandingError(
-            f"no {config.data.batch_table} files in {landing.uri}: nothing to take labels from"
-        )
-    wanted = [*key_columns, config.target.column]
-    parts = []
-    for key in keys:
-        frame = pd.read_parquet(io.BytesIO(landing.read_bytes(key)), columns=wanted)
-        labelled, _ = label_rows(frame, config.target)
-        parts.append(
-            pd.DataFrame({KEY: frame_keys(labelled, key_columns), "y": labelled[config.target.label]})
-        )
-    labels = pd.concat(parts, ignore_index=True)
-    return labels.drop_duplicates(KEY, keep=False)  # an ambiguous key labels nothing
 
 
 @dataclass(frozen=True)
@@ -147,16 +95,15 @@ def paired_metric_name(objective: Objective) -> str:
     return "accuracy" if objective.kind == "multiclass" else objective.metric
 
 
-def compare_arms(
-    log: pd.DataFrame, labels: pd.DataFrame, objective: Objective, since: date | None = None
-) -> Comparison:
-    """Score each logged arm on its rows that have a label."""
+def compare_arms(labelled: pd.DataFrame, objective: Objective, since: date | None = None) -> Comparison:
+    """Score each logged arm on its rows of the labelled log that have a label."""
     notes: list[str] = []
-    logged = len(log)
+    logged = len(labelled)
     if logged == 0:
-        return Comparison(since, 0, 0, 0, [], notes=["no predictions were logged in this period"])
-    keyed = log[log[KEY].notna()]
-    joined = keyed.merge(labels, on=KEY, how="inner")
+        return Comparison(since, 0, 0, 0, [], notes=["no labelled log for this period: run `mlops label`"])
+    log = labelled
+    keyed = log[log[LABEL_STATUS] != NO_KEY]
+    joined = log[log[LABEL_STATUS] == JOINED].rename(columns={LABEL: "y"})
     if len(keyed) < logged:
         notes.append(
             f"{logged - len(keyed)} of {logged} logged rows carry no `key` and cannot be joined to a label"
@@ -223,8 +170,6 @@ def _paired(joined: pd.DataFrame, objective: Objective) -> tuple[int, dict[str, 
 def compare_logged_traffic(
     config: ProjectConfig, since: date | None = None, until: date | None = None
 ) -> Comparison:
-    """Read the prediction log and the landing zone named by the config, and compare."""
-    stores = Stores.from_config(config)
-    log = read_prediction_log(stores.predictions, since, until)
-    labels = load_labels(config, stores.landing) if len(log) else pd.DataFrame(columns=[KEY, "y"])
-    return compare_arms(log, labels, Objective.of(config), since)
+    """Read the labelled log named by the config (written by `mlops label`), and compare."""
+    labelled = read_labelled_log(Stores.from_config(config).labelled_predictions, since, until)
+    return compare_arms(labelled, Objective.of(config), since)
