@@ -55,6 +55,7 @@ from mlops.names import (
     CHALLENGER,
     CHAMPION,
     DECISION_FILE,
+    FAIRNESS_FILE,
     PERIODS_TAG,
     PREVIOUS,
     PROMOTION_TAG,
@@ -73,6 +74,8 @@ from tasks.gates import (
     champion_gates,
     data_gate,
     default_eval_period,
+    fairness_figures,
+    fairness_gates,
     no_champion_slice_gates,
     operational_gates,
     quality_gates,
@@ -144,6 +147,7 @@ class Evaluation:
     rows: int = 0
     gates: list[GateResult] = field(default_factory=list)
     slices: list[SliceRow] = field(default_factory=list)
+    fairness: list[dict[str, Any]] = field(default_factory=list)  # by group, both models
     comparison: MetricComparison | None = None
     probe: ProbeResult | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -317,6 +321,10 @@ def run_gates(
         config, X, y, challenger_answer, champion_answer, champion_version, objective, classes
     )
     gates += slice_results
+    fairness_results, by_group = evaluate_fairness(
+        config, X, y, challenger_answer, champion_answer, champion_version, objective, classes
+    )
+    gates += fairness_results
 
     # Timed alone, after the scoring: beside other work it would measure the contention.
     started = time.perf_counter()
@@ -324,8 +332,41 @@ def run_gates(
     seconds["operational_probe"] = time.perf_counter() - started  # its loading overlapped the above
     gates += operational_gates(measured, settings.operational)
     return Evaluation(
-        challenger, champion, eval_period, len(y), gates, slice_rows, comparison, measured, seconds
+        challenger, champion, eval_period, len(y), gates, slice_rows, by_group, comparison, measured, seconds
     )
+
+
+def evaluate_fairness(
+    config: ProjectConfig,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    challenger_answer: np.ndarray,
+    champion_answer: np.ndarray | None,
+    champion_version: str | None,
+    objective: Objective,
+    classes: Sequence[Any] | None,
+) -> tuple[list[GateResult], list[dict[str, Any]]]:
+    """Gate 4b: per group column, the gaps between groups (Fairlearn) under their limits and
+    against the champion's; returns the gates and both models' by-group table."""
+    settings = config.promotion.fairness
+    missing = [c for c in settings.groups if c not in X.columns]
+    if missing:
+        raise PromotionError(
+            f"promotion.fairness.groups {missing} are not columns of the evaluation data; use some of {sorted(X.columns)}"
+        )
+    gates: list[GateResult] = []
+    by_group: list[dict[str, Any]] = []
+    for column in settings.groups:
+        mine = fairness_figures(column, X[column], y, challenger_answer, settings, objective, classes)
+        theirs = None
+        if champion_answer is not None:
+            theirs = fairness_figures(column, X[column], y, champion_answer, settings, objective, classes)
+        gates += fairness_gates(mine, theirs, settings, champion_version, objective)
+        by_group += [{"model": "challenger", **row} for row in mine.by_group]
+        by_group += [
+            {"model": f"champion v{champion_version}", **row} for row in (theirs.by_group if theirs else [])
+        ]
+    return gates, by_group
 
 
 def evaluate_slices(
@@ -466,6 +507,7 @@ def decision_document(
         **asdict(decision),
         "approval": asdict(answer) if answer else None,
         "slices": [asdict(row) for row in evaluation.slices],
+        "fairness": evaluation.fairness,
         "bootstrap": asdict(evaluation.comparison) if evaluation.comparison else None,
         "probe": asdict(evaluation.probe) if evaluation.probe else None,
         "thresholds": config.promotion.model_dump(mode="json"),
@@ -504,7 +546,10 @@ def record(
         },
         params={"eval_period": decision.eval_period, "eval_rows": decision.eval_rows},
         metrics=decision_metrics(evaluation),
-        documents={DECISION_FILE: decision_document(decision, evaluation, answer, config)},
+        documents={
+            DECISION_FILE: decision_document(decision, evaluation, answer, config),
+            **({FAIRNESS_FILE: evaluation.fairness} if evaluation.fairness else {}),
+        },
     )
     decision.mlflow_run_url = tracker.run_url(decision.mlflow_run_id)
     # A run that found its challenger already promoted leaves that version's record alone.
@@ -527,6 +572,15 @@ def record(
             [asdict(r) for r in evaluation.slices],
             key="promotion-slices",
             description=f"{Objective.of(config).metric_name} per slice",
+        )
+    if evaluation.fairness:
+        create_table_artifact(
+            [
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+                for row in evaluation.fairness
+            ],
+            key="promotion-fairness",
+            description="Metrics per group (Fairlearn MetricFrame), challenger and champion",
         )
     create_markdown_artifact(
         decision_markdown(decision, tracker), key="promotion-decision", description=f"{name}: {verdict_word}"

@@ -278,6 +278,20 @@ class SliceGateConfig(Strict):
     min_rows: int = Field(200, ge=10)  # smaller slices are skipped (and listed as skipped)
 
 
+class FairnessGateConfig(Strict):
+    """Limits on how differently the challenger treats the groups of a column (any column of
+    the evaluation data). Each figure is the gap between the best- and worst-treated group;
+    each has an absolute limit, and may grow at most `max_increase_over_champion` over the
+    champion's on the same rows. Groups smaller than `min_rows` are left out."""
+
+    groups: list[str] = []
+    min_rows: int = Field(200, ge=10)
+    max_demographic_parity_difference: float | None = Field(None, ge=0)  # binary: selection rates
+    max_equalized_odds_difference: float | None = Field(None, ge=0)  # binary: worst TPR/FPR gap
+    max_metric_gap: float | None = Field(None, ge=0)  # any task: training.metric across groups
+    max_increase_over_champion: float | None = Field(None, ge=0)
+
+
 class OperationalGateConfig(Strict):
     max_p95_latency_ms: float = Field(50.0, gt=0)  # one-row predict, in a fresh process
     min_rows_per_second: float = Field(20000.0, gt=0)  # one batch predict of `batch_rows`
@@ -299,6 +313,7 @@ class PromotionConfig(Strict):
     quality: QualityGateConfig = QualityGateConfig()
     champion: ChampionGateConfig = ChampionGateConfig()
     slices: SliceGateConfig = SliceGateConfig()
+    fairness: FairnessGateConfig = FairnessGateConfig()
     operational: OperationalGateConfig = OperationalGateConfig()
     approval: ApprovalConfig = ApprovalConfig()
 

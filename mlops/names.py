@@ -18,6 +18,7 @@ VALIDATION_SUMMARY_FILE = "validation/summary.json"
 TRAINING_FRAME_VALIDATION_FILE = "validation/training-frame.json"
 TRAINING_FRAME_SUMMARY_FILE = "validation/training-frame-summary.json"
 DECISION_FILE = "promotion/decision.json"  # a promotion run's whole decision
+FAIRNESS_FILE = "promotion/fairness_by_group.json"  # both models' metrics per group (Fairlearn)
 
 # -- version tags: the few a person filters on in the registry's version table, and that code
 # reads back. Everything else about a version lives where MLflow shows it better: the metrics

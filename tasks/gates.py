@@ -20,10 +20,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from fairlearn.metrics import (
+    MetricFrame,
+    count,
+    false_positive_rate,
+    selection_rate,
+    true_positive_rate,
+)
 from scipy import sparse
 
 from mlops.config import (
     ChampionGateConfig,
+    FairnessGateConfig,
     OperationalGateConfig,
     QualityGateConfig,
     SliceGateConfig,
@@ -385,6 +393,26 @@ def no_champion_slice_gates(settings: SliceGateConfig) -> list[GateResult]:
     return [skip(f"slices.{c}", "no champion yet: nothing to compare with") for c in settings.columns]
 
 
+def _by_group(
+    values: pd.Series, y: np.ndarray, metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]]
+) -> pd.DataFrame:
+    """Fairlearn's `MetricFrame.by_group` over the rows where `values` is known, one row per
+    group (as text), one column per metric. A metric is called with a group's labels and the
+    positions of its rows: the models' answers may be matrices (multiclass probabilities),
+    which MetricFrame does not split, so each metric looks up its rows itself."""
+    raw = values.astype(object)
+    present = raw.notna().to_numpy()
+    positions = np.flatnonzero(present)
+    groups = pd.Series(raw.to_numpy()[present].astype(str), name=str(values.name or "group"))
+    frame = MetricFrame(
+        metrics={"rows": count, **metrics},
+        y_true=np.asarray(y)[positions],
+        y_pred=positions,
+        sensitive_features=groups,
+    )
+    return frame.by_group
+
+
 def slice_rows(
     column: str,
     values: pd.Series,
@@ -396,29 +424,41 @@ def slice_rows(
     classes: Sequence[Any] | None = None,
 ) -> list[SliceRow]:
     """Both models' metric on each value of one slice column (rows aligned with `y`)."""
-    y = np.asarray(y)
-    raw = values.astype(object).to_numpy()
-    present = pd.notna(raw)
-    as_text = raw.astype(str)
+
+    def scored(answer: np.ndarray) -> Callable[[np.ndarray, np.ndarray], float]:
+        def metric(y_true: np.ndarray, rows: np.ndarray) -> float:
+            if len(rows) < settings.min_rows or (
+                objective.metric in NEEDS_TWO_CLASSES and len(pd.unique(y_true)) < 2
+            ):
+                return np.nan  # skipped below, with the reason
+            return objective.score(objective.metric, y_true, answer[rows], classes)
+
+        return metric
+
+    def n_classes(y_true: np.ndarray, rows: np.ndarray) -> int:
+        return len(pd.unique(y_true))
+
+    table = _by_group(
+        values, y, {"challenger": scored(challenger), "champion": scored(champion), "classes": n_classes}
+    )
     rows: list[SliceRow] = []
-    for value in sorted(set(as_text[present])):
-        mask = present & (as_text == value)
-        n = int(mask.sum())
+    for value, group in table.iterrows():
+        n = int(group["rows"])
+        chal, champ = float(group["challenger"]), float(group["champion"])
         if n < settings.min_rows:
-            note = f"{n} < {settings.min_rows} rows"
-            rows.append(SliceRow(column, value, n, None, None, None, "skipped", note))
-            continue
-        if objective.metric in NEEDS_TWO_CLASSES and len(pd.unique(y[mask])) < 2:
-            rows.append(SliceRow(column, value, n, None, None, None, "skipped", "one class only"))
-            continue
-        chal = objective.score(objective.metric, y[mask], challenger[mask], classes)
-        champ = objective.score(objective.metric, y[mask], champion[mask], classes)
-        if not (np.isfinite(chal) and np.isfinite(champ)):
-            rows.append(SliceRow(column, value, n, None, None, None, "skipped", "metric undefined here"))
-            continue
-        drop = objective.gain(champ, chal)
-        status = "passed" if drop <= settings.max_drop else "failed"
-        rows.append(SliceRow(column, value, n, chal, champ, drop, status))
+            rows.append(
+                SliceRow(
+                    column, str(value), n, None, None, None, "skipped", f"{n} < {settings.min_rows} rows"
+                )
+            )
+        elif objective.metric in NEEDS_TWO_CLASSES and int(group["classes"]) < 2:
+            rows.append(SliceRow(column, str(value), n, None, None, None, "skipped", "one class only"))
+        elif not (np.isfinite(chal) and np.isfinite(champ)):
+            rows.append(SliceRow(column, str(value), n, None, None, None, "skipped", "metric undefined here"))
+        else:
+            drop = objective.gain(champ, chal)
+            status = "passed" if drop <= settings.max_drop else "failed"
+            rows.append(SliceRow(column, str(value), n, chal, champ, drop, status))
     return rows
 
 
@@ -456,6 +496,124 @@ def slice_gate(
     if failing:
         detail += "; worse than allowed: " + ", ".join(f"{r.value} ({r.drop:+.4f})" for r in failing)
     return check(name, float(worst.drop or 0.0), "<=", settings.max_drop, detail + skipped_note)
+
+
+# -- gate 4b: fairness --------------------------------------------------------------------
+
+DEMOGRAPHIC_PARITY = "demographic_parity_difference"
+EQUALIZED_ODDS = "equalized_odds_difference"
+METRIC_GAP = "metric_gap"
+
+
+@dataclass(frozen=True)
+class FairnessFigures:
+    """One model's treatment of the groups of one column: the gaps, and the by-group table."""
+
+    column: str
+    figures: dict[str, float]  # DEMOGRAPHIC_PARITY, EQUALIZED_ODDS (binary), METRIC_GAP
+    by_group: list[dict[str, Any]]  # group, rows, the metric and (binary) selection rate, TPR, FPR
+    left_out: list[str]  # groups under min_rows
+
+
+def fairness_figures(
+    column: str,
+    values: pd.Series,
+    y: np.ndarray,
+    answer: np.ndarray,
+    settings: FairnessGateConfig,
+    objective: Objective,
+    classes: Sequence[Any] | None = None,
+) -> FairnessFigures:
+    """Fairlearn's by-group metrics of one model over one column, and the gaps between groups
+    (`MetricFrame.difference()`, the definitions of `demographic_parity_difference` and, worst
+    case, `equalized_odds_difference`)."""
+    y = np.asarray(y)
+    sizes = values.astype(object).astype(str).where(values.notna()).value_counts()
+    small = sorted(str(v) for v in sizes[sizes < settings.min_rows].index)
+    keep = values.notna().to_numpy() & ~values.astype(str).isin(small).to_numpy()
+    groups = values[keep].reset_index(drop=True)
+    y_kept, answer_kept = y[keep], answer[keep]
+
+    def metric(y_true: np.ndarray, rows: np.ndarray) -> float:
+        if objective.metric in NEEDS_TWO_CLASSES and len(pd.unique(y_true)) < 2:
+            return np.nan
+        return objective.score(objective.metric, y_true, answer_kept[rows], classes)
+
+    metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {objective.metric: metric}
+    if objective.kind == "binary":
+        predicted = (answer_kept >= objective.threshold).astype(int)
+        metrics |= {
+            "selection_rate": lambda t, rows: selection_rate(t, predicted[rows]),
+            "true_positive_rate": lambda t, rows: true_positive_rate(t, predicted[rows]),
+            "false_positive_rate": lambda t, rows: false_positive_rate(t, predicted[rows]),
+        }
+    table = _by_group(groups, y_kept, metrics)
+    if table.empty:
+        return FairnessFigures(column, {}, [], small)
+    gaps = table.max(numeric_only=True) - table.min(numeric_only=True)  # what difference() computes
+    figures = {METRIC_GAP: float(gaps[objective.metric])}
+    if objective.kind == "binary":
+        figures[DEMOGRAPHIC_PARITY] = float(gaps["selection_rate"])
+        figures[EQUALIZED_ODDS] = float(max(gaps["true_positive_rate"], gaps["false_positive_rate"]))
+    by_group = [
+        {"column": column, "group": str(group), **{k: float(v) for k, v in row.items()}}
+        for group, row in table.iterrows()
+    ]
+    return FairnessFigures(column, figures, by_group, small)
+
+
+def fairness_gates(
+    challenger: FairnessFigures,
+    champion: FairnessFigures | None,
+    settings: FairnessGateConfig,
+    champion_version: str | None,
+    objective: Objective,
+) -> list[GateResult]:
+    """Per figure with a limit: the challenger's gap under it, and its increase over the champion's."""
+    column = challenger.column
+    limits = {
+        DEMOGRAPHIC_PARITY: settings.max_demographic_parity_difference,
+        EQUALIZED_ODDS: settings.max_equalized_odds_difference,
+        METRIC_GAP: settings.max_metric_gap,
+    }
+    note = (
+        f"; left out (< {settings.min_rows} rows): {', '.join(challenger.left_out)}"
+        if challenger.left_out
+        else ""
+    )
+    gates = []
+    for figure, limit in limits.items():
+        if limit is None:
+            continue
+        name = f"fairness.{column}.{figure}"
+        value = challenger.figures.get(figure)
+        if value is None or not np.isfinite(value):
+            why = (
+                f"{figure} is defined for binary classifiers, not a {objective.kind} target"
+                if figure != METRIC_GAP and objective.kind != "binary"
+                else f"fewer than two {column} groups of >= {settings.min_rows} rows can be scored"
+            )
+            gates.append(skip(name, why + note))
+            continue
+        groups = len(challenger.by_group)
+        gates.append(check(name, value, "<=", limit, f"gap over {groups} {column} group(s){note}"))
+        increase = settings.max_increase_over_champion
+        if increase is None:
+            continue
+        against = champion.figures.get(figure) if champion is not None else None
+        if against is None or not np.isfinite(against):
+            gates.append(skip(f"{name}.vs_champion", "no champion figure on these rows to compare with"))
+            continue
+        gates.append(
+            check(
+                f"{name}.vs_champion",
+                value - against,
+                "<=",
+                increase,
+                f"{value:.4f} against champion v{champion_version}'s {against:.4f}",
+            )
+        )
+    return gates
 
 
 # -- gate 5: operational ------------------------------------------------------------------

@@ -89,6 +89,10 @@ def test_example_trains_is_gated_monitored_and_served(
         for limit_metric, _, _ in limits:  # each limit judged the challenger in its own metric
             assert gates[f"quality.{limit_metric}"].value is not None
         assert f"champion.{metric}_gain" in gates  # skipped: there is no champion yet
+        if config.promotion.fairness.groups:  # the regressor: MAE's gap between airports
+            gap = gates["fairness.origin.metric_gap"]
+            assert gap.value is not None and gap.value >= 0, gap
+            assert gates["fairness.origin.metric_gap.vs_champion"].skipped
         assert decision.reasons  # promoted or not, it says why
         failed = [g.name for g in decision.gates if not (g.passed or g.skipped)]
         assert decision.promoted == (not failed)

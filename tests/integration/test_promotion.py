@@ -46,12 +46,14 @@ from mlops.clients import client_settings
 from mlops.config import (
     ApprovalConfig,
     CandidateConfig,
+    FairnessGateConfig,
     OperationalGateConfig,
     ProjectConfig,
     QualityGateConfig,
     SliceGateConfig,
     save_config,
 )
+from mlops.names import FAIRNESS_FILE
 from mlops.storage import Store
 from tasks.features import build_training_frame
 
@@ -92,6 +94,13 @@ def promo_config(stack_config: ProjectConfig) -> ProjectConfig:
         update={
             "quality": QualityGateConfig(min_roc_auc=0.6, max_brier=0.25),
             "slices": SliceGateConfig(columns=["origin", "carrier"], max_roc_auc_drop=0.05, min_rows=200),
+            "fairness": FairnessGateConfig(
+                groups=["origin"],
+                min_rows=200,
+                max_demographic_parity_difference=0.5,
+                max_equalized_odds_difference=0.6,
+                max_increase_over_champion=0.15,  # a sample's groups are small: their gaps move by chance
+            ),
             "operational": OperationalGateConfig(
                 max_p95_latency_ms=10_000, min_rows_per_second=10, latency_calls=50, batch_rows=2000
             ),
@@ -319,12 +328,33 @@ def test_better_challenger_becomes_champion_and_the_decision_is_recorded(
     assert [g["name"] for g in record["gates"]] == [g.name for g in d.gates]
     assert record["bootstrap"]["ci_low"] == pytest.approx(gates["champion.ci_low"].value)
     assert {row["column"] for row in record["slices"]} == {"origin", "carrier"}
+    # Fairlearn's by-group table of both models, and the fairness gates it fed.
+    for figure in ("demographic_parity_difference", "equalized_odds_difference"):
+        assert gates[f"fairness.origin.{figure}"].status == "passed"
+        assert not gates[f"fairness.origin.{figure}.vs_champion"].skipped
+    by_group = json.loads(
+        Path(registry.download_artifacts(d.mlflow_run_id, FAIRNESS_FILE, str(tmp_path))).read_text()
+    )
+    assert {(row["model"], row["group"]) for row in by_group} == {
+        (model, origin)
+        for model in ("challenger", f"champion v{versions.early}")
+        for origin in ("EWR", "JFK", "LGA")
+    }
+    assert sum(row["rows"] for row in by_group if row["model"] == "challenger") == len(y)
+    rates = {row["group"]: row["selection_rate"] for row in by_group if row["model"] == "challenger"}
+    assert gates["fairness.origin.demographic_parity_difference"].value == pytest.approx(
+        max(rates.values()) - min(rates.values())
+    )
+    assert record["fairness"] == by_group
 
     # Prefect: the gate table and the decision in markdown on the flow run.
     artifacts = _artifacts(_run_id(d.prefect_run_url))
     assert artifacts["promotion-gates"].type == "table"
     assert "champion.ci_low" in str(artifacts["promotion-gates"].data)
     assert "PROMOTED" in str(artifacts["promotion-decision"].data)
+    assert artifacts["promotion-fairness"].type == "table" and "selection_rate" in str(
+        artifacts["promotion-fairness"].data
+    )
 
 
 def test_worse_challenger_is_rejected_with_reasons_via_the_cli(

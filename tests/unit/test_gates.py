@@ -11,11 +11,20 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from mlops.config import ChampionGateConfig, OperationalGateConfig, QualityGateConfig, SliceGateConfig
+from mlops.config import (
+    ChampionGateConfig,
+    FairnessGateConfig,
+    OperationalGateConfig,
+    QualityGateConfig,
+    SliceGateConfig,
+)
 from mlops.errors import BadBatchError, PromotionError
-from mlops.objective import BINARY
+from mlops.objective import BINARY, Objective
 from mlops.periods import Periods
 from tasks.gates import (
+    DEMOGRAPHIC_PARITY,
+    EQUALIZED_ODDS,
+    METRIC_GAP,
     ApprovalAnswer,
     ProbeResult,
     approval_gate,
@@ -25,6 +34,8 @@ from tasks.gates import (
     compare_roc_auc,
     data_gate,
     default_eval_period,
+    fairness_figures,
+    fairness_gates,
     measure_speed,
     operational_gates,
     positive_proba,
@@ -310,3 +321,103 @@ def test_an_eval_month_either_model_saw_is_refused() -> None:
     require_unseen("2013-06", {"1": "2013-01..2013-03", "2": "2013-01..2013-05", "3": None})
     with pytest.raises(PromotionError, match="inside the data of version 2"):
         require_unseen("2013-05", {"1": "2013-01..2013-03", "2": "2013-01..2013-05"})
+
+
+# -- fairness -------------------------------------------------------------------------------
+
+
+def _groups_problem() -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
+    """Two carriers with the same outcomes: the champion treats them alike, the challenger
+    flags AA far more often (a higher score whatever the outcome); a third carrier is tiny."""
+    rng = np.random.default_rng(5)
+    carrier = pd.Series(np.array(["AA"] * 1500 + ["UA"] * 1500 + ["ZZ"] * 50), name="carrier")
+    y = rng.integers(0, 2, len(carrier))
+    champion = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.15, len(y)), 0, 1)
+    challenger = np.where(carrier == "AA", np.clip(champion + 0.3, 0, 1), champion)
+    return carrier, y, challenger, champion
+
+
+def test_fairness_figures_are_fairlearns_own_definitions() -> None:
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    carrier, y, challenger, _ = _groups_problem()
+    settings = FairnessGateConfig(groups=["carrier"], min_rows=100)
+    figures = fairness_figures("carrier", carrier, y, challenger, settings, BINARY)
+    kept = (carrier != "ZZ").to_numpy()
+    predicted = (challenger[kept] >= 0.5).astype(int)
+    groups = carrier[kept]
+    assert figures.figures[DEMOGRAPHIC_PARITY] == pytest.approx(
+        demographic_parity_difference(y[kept], predicted, sensitive_features=groups)
+    )
+    assert figures.figures[EQUALIZED_ODDS] == pytest.approx(
+        equalized_odds_difference(y[kept], predicted, sensitive_features=groups)
+    )
+    aucs = [
+        roc_auc_score(y[(carrier == g).to_numpy()], challenger[(carrier == g).to_numpy()])
+        for g in ("AA", "UA")
+    ]
+    assert figures.figures[METRIC_GAP] == pytest.approx(max(aucs) - min(aucs))
+    assert [row["group"] for row in figures.by_group] == ["AA", "UA"] and figures.left_out == ["ZZ"]
+    assert figures.by_group[0]["rows"] == 1500 and 0 < figures.by_group[1]["selection_rate"] < 1
+
+
+def test_a_challenger_that_favours_one_group_fails_both_limits() -> None:
+    carrier, y, challenger, champion = _groups_problem()
+    settings = FairnessGateConfig(
+        groups=["carrier"],
+        min_rows=100,
+        max_demographic_parity_difference=0.1,
+        max_increase_over_champion=0.02,
+    )
+    mine = fairness_figures("carrier", carrier, y, challenger, settings, BINARY)
+    theirs = fairness_figures("carrier", carrier, y, champion, settings, BINARY)
+    assert theirs.figures[DEMOGRAPHIC_PARITY] < 0.1 < mine.figures[DEMOGRAPHIC_PARITY]
+    gates = {g.name: g for g in fairness_gates(mine, theirs, settings, "1", BINARY)}
+    absolute = gates["fairness.carrier.demographic_parity_difference"]
+    relative = gates["fairness.carrier.demographic_parity_difference.vs_champion"]
+    assert absolute.status == relative.status == "failed"
+    assert "left out (< 100 rows): ZZ" in absolute.detail
+    assert relative.value == pytest.approx(
+        mine.figures[DEMOGRAPHIC_PARITY] - theirs.figures[DEMOGRAPHIC_PARITY]
+    )
+    # The champion against itself passes both.
+    same = fairness_gates(theirs, theirs, settings, "1", BINARY)
+    assert [g.status for g in same] == ["passed", "passed"]
+
+
+def test_a_regressor_is_judged_on_its_metric_gap_and_the_classifier_limits_are_skipped() -> None:
+    rng = np.random.default_rng(8)
+    origin = pd.Series(np.array(["EWR"] * 600 + ["JFK"] * 600), name="origin")
+    y = rng.normal(10, 5, 1200)
+    answer = y + np.where(origin == "JFK", rng.normal(0, 6, 1200), rng.normal(0, 1, 1200))
+    regression = Objective("regression", "rmse")
+    settings = FairnessGateConfig(
+        groups=["origin"],
+        max_metric_gap=1.0,
+        max_equalized_odds_difference=0.1,
+        max_increase_over_champion=0.1,
+    )
+    figures = fairness_figures("origin", origin, y, answer, settings, regression)
+    assert set(figures.figures) == {METRIC_GAP} and figures.figures[METRIC_GAP] > 3
+    gates = {g.name: g for g in fairness_gates(figures, None, settings, None, regression)}
+    assert gates["fairness.origin.metric_gap"].status == "failed"
+    assert gates["fairness.origin.metric_gap.vs_champion"].status == "skipped"
+    eo = gates["fairness.origin.equalized_odds_difference"]
+    assert eo.skipped and "binary classifiers, not a regression target" in eo.detail
+
+
+def test_multiclass_probabilities_are_split_by_group() -> None:
+    rng = np.random.default_rng(9)
+    origin = pd.Series(np.array(["EWR"] * 400 + ["LGA"] * 400), name="origin")
+    classes = ["early", "late", "on_time"]
+    y = rng.choice(classes, 800)
+    proba = rng.dirichlet(np.ones(3), 800)
+    good = origin.to_numpy() == "EWR"
+    proba[good] = 0.05
+    proba[good, [classes.index(v) for v in y[good]]] = 0.9  # right at EWR, random at LGA
+    objective = Objective("multiclass", "accuracy")
+    settings = FairnessGateConfig(groups=["origin"], max_metric_gap=0.2)
+    figures = fairness_figures("origin", origin, y, proba, settings, objective, classes)
+    by_group = {row["group"]: row["accuracy"] for row in figures.by_group}
+    assert by_group["EWR"] == 1.0 and 0.2 < by_group["LGA"] < 0.5
+    assert figures.figures[METRIC_GAP] == pytest.approx(by_group["EWR"] - by_group["LGA"])
