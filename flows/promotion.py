@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from prefect.states import Running
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from flows.ground_truth import label_served_traffic
 from flows.probe import ModelProbe
 from flows.runners import stage_runner, submit
 from flows.stages import (
@@ -62,12 +63,14 @@ from mlops.names import (
     VALIDATION_TAG,
 )
 from mlops.objective import Objective
+from mlops.prediction_log import read_labelled_log
 from mlops.storage import Stores
 from mlops.tracking import ModelVersionInfo, Tracker
 from tasks.gates import (
     ApprovalAnswer,
     GateResult,
     MetricComparison,
+    OnlineEvidence,
     ProbeResult,
     SliceRow,
     approval_gate,
@@ -77,6 +80,8 @@ from tasks.gates import (
     fairness_figures,
     fairness_gates,
     no_champion_slice_gates,
+    online_evidence,
+    online_gates,
     operational_gates,
     quality_gates,
     require_slice_columns,
@@ -151,6 +156,7 @@ class Evaluation:
     comparison: MetricComparison | None = None
     probe: ProbeResult | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    online: OnlineEvidence | None = None  # gate 4c's evidence from served traffic, when configured
     blocked: str | None = None  # why nothing was evaluated (the challenger is the champion)
 
     @property
@@ -325,6 +331,13 @@ def run_gates(
         config, X, y, challenger_answer, champion_answer, champion_version, objective, classes
     )
     gates += fairness_results
+    online = None
+    if settings.online is not None:
+        if champion is not None:
+            started = time.perf_counter()
+            online = live_evidence(config, challenger.version, champion.version, objective)
+            seconds["online_evidence"] = time.perf_counter() - started
+        gates += online_gates(online, settings.online, champion_version, objective.kind)
 
     # Timed alone, after the scoring: beside other work it would measure the contention.
     started = time.perf_counter()
@@ -332,7 +345,34 @@ def run_gates(
     seconds["operational_probe"] = time.perf_counter() - started  # its loading overlapped the above
     gates += operational_gates(measured, settings.operational)
     return Evaluation(
-        challenger, champion, eval_period, len(y), gates, slice_rows, by_group, comparison, measured, seconds
+        challenger,
+        champion,
+        eval_period,
+        len(y),
+        gates,
+        slice_rows,
+        by_group,
+        comparison,
+        measured,
+        seconds,
+        online,
+    )
+
+
+def live_evidence(
+    config: ProjectConfig, challenger_version: str, champion_version: str, objective: Objective
+) -> OnlineEvidence:
+    """Gate 4c's input: the labels landed so far joined to the last `online.days` days of the
+    prediction log (the ground-truth stage), then the challenger's live gain from them."""
+    settings = config.promotion.online
+    assert settings is not None
+    stores = Stores.from_config(config)
+    last = datetime.now(UTC).date()
+    first = last - timedelta(days=settings.days - 1)
+    label_served_traffic(config, stores, first, last)
+    labelled = read_labelled_log(stores.labelled_predictions, first, last)
+    return online_evidence(
+        labelled, challenger_version, champion_version, settings, objective, config.promotion.seed
     )
 
 
@@ -508,6 +548,7 @@ def decision_document(
         "approval": asdict(answer) if answer else None,
         "slices": [asdict(row) for row in evaluation.slices],
         "fairness": evaluation.fairness,
+        "online": asdict(evaluation.online) if evaluation.online else None,
         "bootstrap": asdict(evaluation.comparison) if evaluation.comparison else None,
         "probe": asdict(evaluation.probe) if evaluation.probe else None,
         "thresholds": config.promotion.model_dump(mode="json"),

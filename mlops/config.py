@@ -292,6 +292,18 @@ class FairnessGateConfig(Strict):
     max_increase_over_champion: float | None = Field(None, ge=0)
 
 
+class OnlineGateConfig(Strict):
+    """Evidence from served traffic (the labelled log of the last `days` days): the challenger's
+    labelled shadow rows, paired with the champion's answers to the same requests, or else
+    its served A/B rows against the champion's; the CI of the gain must exclude zero."""
+
+    min_rows: int = Field(500, ge=30)
+    days: int = Field(14, ge=1)
+    required: bool = True  # too few rows: fail (true) or skip (false)
+    bootstrap_resamples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+
 class OperationalGateConfig(Strict):
     max_p95_latency_ms: float = Field(50.0, gt=0)  # one-row predict, in a fresh process
     min_rows_per_second: float = Field(20000.0, gt=0)  # one batch predict of `batch_rows`
@@ -314,6 +326,7 @@ class PromotionConfig(Strict):
     champion: ChampionGateConfig = ChampionGateConfig()
     slices: SliceGateConfig = SliceGateConfig()
     fairness: FairnessGateConfig = FairnessGateConfig()
+    online: OnlineGateConfig | None = None  # absent: offline evidence only
     operational: OperationalGateConfig = OperationalGateConfig()
     approval: ApprovalConfig = ApprovalConfig()
 

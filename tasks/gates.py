@@ -32,13 +32,26 @@ from scipy import sparse
 from mlops.config import (
     ChampionGateConfig,
     FairnessGateConfig,
+    OnlineGateConfig,
     OperationalGateConfig,
     QualityGateConfig,
     SliceGateConfig,
 )
 from mlops.errors import PromotionError
+from mlops.names import CHALLENGER, CHAMPION
 from mlops.objective import NAMES, NEEDS_TWO_CLASSES, Objective, row_losses
 from mlops.periods import ANY_PERIOD_PATTERN, Periods
+from mlops.prediction_log import (
+    ARM,
+    JOINED,
+    KEY,
+    LABEL,
+    LABEL_STATUS,
+    MODEL_VERSION,
+    REQUEST_ID,
+    SCORE,
+    SERVED,
+)
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -614,6 +627,125 @@ def fairness_gates(
             )
         )
     return gates
+
+
+# -- gate 4c: online evidence ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnlineEvidence:
+    design: str  # "paired (shadow)", "unpaired (A/B)" or "" when too few rows
+    challenger_rows: int  # labelled rows the challenger answered (or shadow-scored)
+    champion_rows: int
+    comparison: MetricComparison | None = None
+
+
+def unpaired_bootstrap(
+    objective: Objective,
+    challenger: tuple[np.ndarray, np.ndarray],
+    champion: tuple[np.ndarray, np.ndarray],
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> MetricComparison:
+    """The gain's percentile interval when the arms answered different rows (A/B): each arm's
+    rows are resampled on their own, so the interval carries both arms' noise."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    sign = 1.0 if objective.higher_is_better else -1.0
+    of_challenger = resampled_metric(objective, *challenger, None)
+    of_champion = resampled_metric(objective, *champion, None)
+    gains = []
+    for start in range(0, resamples, 50):
+        n = min(50, resamples - start)
+        mine = of_challenger(bootstrap_counts(rng, len(challenger[0]), n).astype(np.float64))
+        theirs = of_champion(bootstrap_counts(rng, len(champion[0]), n).astype(np.float64))
+        gains.append(sign * (mine - theirs))
+    alpha = 1 - confidence
+    low, high = np.nanquantile(np.concatenate(gains), [alpha / 2, 1 - alpha / 2])
+    mine = objective.score(objective.metric, *challenger)
+    theirs = objective.score(objective.metric, *champion)
+    return MetricComparison(
+        objective.metric,
+        mine,
+        theirs,
+        objective.gain(mine, theirs),
+        float(low),
+        float(high),
+        confidence,
+        resamples,
+        time.perf_counter() - started,
+    )
+
+
+def online_evidence(
+    labelled: pd.DataFrame,
+    challenger_version: str,
+    champion_version: str,
+    settings: OnlineGateConfig,
+    objective: Objective,
+    seed: int,
+) -> OnlineEvidence:
+    """The challenger's gain on labelled served traffic: paired on the requests both arms
+    answered (shadow) when there are `min_rows` of them, else unpaired on each arm's own
+    served rows (A/B or canary)."""
+    if labelled.empty:
+        return OnlineEvidence("", 0, 0)
+    joined = labelled[labelled[LABEL_STATUS] == JOINED]
+    served = joined[SERVED].astype(bool)
+    mine = joined[(joined[ARM] == CHALLENGER) & (joined[MODEL_VERSION].astype(str) == challenger_version)]
+    theirs = joined[(joined[ARM] == CHAMPION) & (joined[MODEL_VERSION].astype(str) == champion_version)]
+    label = (lambda v: v.astype(int)) if objective.kind == "binary" else (lambda v: v.astype(float))
+    args = (settings.bootstrap_resamples, settings.confidence, seed)
+    pairs = theirs[served[theirs.index]].merge(
+        mine[~served[mine.index]], on=[REQUEST_ID, KEY], suffixes=("_champion", "_challenger")
+    )
+    if len(pairs) >= settings.min_rows:
+        y = label(pairs[f"{LABEL}_champion"]).to_numpy()
+        comparison = compare_with_bootstrap(
+            objective,
+            y,
+            pairs[f"{SCORE}_challenger"].to_numpy(),
+            pairs[f"{SCORE}_champion"].to_numpy(),
+            *args,
+        )
+        return OnlineEvidence("paired (shadow)", len(pairs), len(pairs), comparison)
+    mine, theirs = mine[served[mine.index]], theirs[served[theirs.index]]
+    if min(len(mine), len(theirs)) >= settings.min_rows:
+        arms = [(label(rows[LABEL]).to_numpy(), rows[SCORE].to_numpy(dtype=float)) for rows in (mine, theirs)]
+        comparison = unpaired_bootstrap(objective, arms[0], arms[1], *args)
+        return OnlineEvidence("unpaired (A/B)", len(mine), len(theirs), comparison)
+    return OnlineEvidence("", max(len(pairs), len(mine)), len(theirs))
+
+
+def online_gates(
+    evidence: OnlineEvidence | None, settings: OnlineGateConfig, champion_version: str | None, kind: str
+) -> list[GateResult]:
+    """Enough labelled live rows for the challenger, and a CI of the gain above zero."""
+    if champion_version is None:
+        return [skip("online.gain_ci_low", "no champion yet: no live traffic to compare with")]
+    if kind == "multiclass" or evidence is None:
+        why = (
+            "the prediction log keeps no class probabilities" if kind == "multiclass" else "no evidence read"
+        )
+        return [skip("online.gain_ci_low", why)]
+    if evidence.comparison is None:
+        detail = (
+            f"{evidence.challenger_rows} labelled live rows of the challenger (and {evidence.champion_rows} of"
+            f" champion v{champion_version}): fewer than promotion.online.min_rows={settings.min_rows}"
+        )
+        if not settings.required:
+            return [skip("online.rows", detail)]
+        return [check("online.rows", float(evidence.challenger_rows), ">=", settings.min_rows, detail)]
+    c = evidence.comparison
+    detail = (
+        f"{evidence.design} on {evidence.challenger_rows} rows: {c.metric} {c.challenger_value:.4f} vs"
+        f" {c.champion_value:.4f}, gain {c.gain:+.4f}, {c.confidence:.0%} CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
+    )
+    return [
+        check("online.rows", float(evidence.challenger_rows), ">=", settings.min_rows, detail),
+        check("online.gain_ci_low", c.ci_low, ">", 0.0, detail),
+    ]
 
 
 # -- gate 5: operational ------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 from prefect import tags
@@ -47,6 +48,7 @@ from mlops.config import (
     ApprovalConfig,
     CandidateConfig,
     FairnessGateConfig,
+    OnlineGateConfig,
     OperationalGateConfig,
     ProjectConfig,
     QualityGateConfig,
@@ -54,7 +56,9 @@ from mlops.config import (
     save_config,
 )
 from mlops.names import FAIRNESS_FILE
-from mlops.storage import Store
+from mlops.prediction_log import write_partitions
+from mlops.storage import Store, open_store
+from serving.samples import feature_frame
 from tasks.features import build_training_frame
 
 pytestmark = pytest.mark.integration
@@ -575,3 +579,69 @@ def test_a_model_that_cannot_load_fails_the_probe_with_the_cause(
     assert not result.loaded
     assert "did not load in a fresh process" in result.error and "999" in result.error
     assert probe.process.returncode not in (None, 0)
+
+
+# -- gate 4c: evidence from served traffic ---------------------------------------------------
+
+
+def _shadow_log(config: ProjectConfig, landing: Store, champion: str, challenger: str, rows: int) -> None:
+    """`rows` of June's records as shadow mode logs them today: the champion's answer served,
+    the challenger's scored beside it, each with the record's key."""
+    frame = feature_frame(config, landing, EVAL_PERIOD).head(rows)
+    name = config.registry.model_name
+    parts = []
+    batch = uuid.uuid4().hex[:8]  # request ids are unique across calls, as the service's are
+    for arm, version, served in (("champion", champion, True), ("challenger", challenger, False)):
+        model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        parts.append(
+            frame.assign(
+                request_id=[f"{batch}-{i}" for i in range(len(frame))],
+                timestamp=pd.Timestamp.now(tz="UTC"),
+                model_name=name,
+                model_version=version,
+                arm=arm,
+                mode="shadow",
+                served=served,
+                score=model.predict_proba(frame[config.features.columns])[:, 1],
+            )
+        )
+    store = open_store(config.store_uri(config.serving.prediction_log_uri), config.data.s3)
+    write_partitions(store, pa.Table.from_pandas(pd.concat(parts, ignore_index=True), preserve_index=False))
+
+
+def test_the_online_gate_rejects_on_too_few_live_rows_and_passes_with_enough(
+    versions: Versions,
+    registry: MlflowClient,
+    promo_config: ProjectConfig,
+    sampled_landing: Store,
+    tmp_path: Path,
+) -> None:
+    """The late version shadows the early champion. With 100 labelled live rows the gate
+    (min 500) rejects it; once 2,000 requests have been labelled, the paired CI of its live
+    gain decides, and lands in the decision record."""
+    serving = promo_config.serving.model_copy(update={"prediction_log_uri": str(tmp_path / "predictions")})
+    config = promo_config.model_copy(update={"serving": serving})
+    online = OnlineGateConfig(min_rows=500, bootstrap_resamples=500)
+    config_file = _config_file(config, tmp_path, online=online)
+
+    _arrange(registry, config, champion=versions.early)
+    _shadow_log(config, sampled_landing, versions.early, versions.late, rows=100)
+    few = _promote(config_file, challenger_version=versions.late)
+    gates = {g.name: g for g in few.gates}
+    assert not few.promoted and gates["online.rows"].status == "failed"
+    assert any("online.rows failed" in r for r in few.reasons)
+    assert "gain_ci_low" not in str(list(gates))
+
+    _arrange(registry, config, champion=versions.early)
+    _shadow_log(config, sampled_landing, versions.early, versions.late, rows=2000)
+    enough = _promote(config_file, challenger_version=versions.late)
+    gates = {g.name: g for g in enough.gates}
+    live, offline = gates["online.gain_ci_low"], gates["champion.ci_low"]
+    assert gates["online.rows"].passed and gates["online.rows"].value >= 500
+    assert "paired (shadow)" in live.detail
+    # June's labelled requests are June's rows: the live gain says what the offline one says.
+    assert (live.value > 0) == (offline.value > 0) and live.passed == (live.value > 0)
+    record = _decision_json(registry, enough.mlflow_run_id, tmp_path)
+    assert record["online"]["design"] == "paired (shadow)"
+    assert record["online"]["challenger_rows"] == gates["online.rows"].value
+    _arrange(registry, config, champion=versions.early)

@@ -14,6 +14,7 @@ from sklearn.preprocessing import OneHotEncoder
 from mlops.config import (
     ChampionGateConfig,
     FairnessGateConfig,
+    OnlineGateConfig,
     OperationalGateConfig,
     QualityGateConfig,
     SliceGateConfig,
@@ -37,6 +38,8 @@ from tasks.gates import (
     fairness_figures,
     fairness_gates,
     measure_speed,
+    online_evidence,
+    online_gates,
     operational_gates,
     positive_proba,
     quality_gates,
@@ -421,3 +424,66 @@ def test_multiclass_probabilities_are_split_by_group() -> None:
     by_group = {row["group"]: row["accuracy"] for row in figures.by_group}
     assert by_group["EWR"] == 1.0 and 0.2 < by_group["LGA"] < 0.5
     assert figures.figures[METRIC_GAP] == pytest.approx(by_group["EWR"] - by_group["LGA"])
+
+
+# -- online evidence ------------------------------------------------------------------------
+
+
+def _live_log(rows: int, mode: str, seed: int = 3) -> pd.DataFrame:
+    """A labelled log where the challenger (v2) is informative and the champion (v1) is noise:
+    shadow mode scores every request with both; A/B splits the requests between them."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, rows)
+    good = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, rows), 0, 1)
+    noise = rng.uniform(0, 1, rows)
+    base = pd.DataFrame(
+        {"request_id": [f"r{i}" for i in range(rows)], "key": [f"k{i}" for i in range(rows)], "label": y}
+    )
+    base["label_status"] = "joined"
+    champion = base.assign(arm="champion", model_version="1", served=True, score=noise)
+    challenger = base.assign(arm="challenger", model_version="2", served=mode == "ab", score=good)
+    if mode == "ab":  # each request went to one arm only
+        champion, challenger = champion.iloc[: rows // 2], challenger.iloc[rows // 2 :]
+    return pd.concat([champion, challenger], ignore_index=True)
+
+
+def test_shadow_traffic_is_a_paired_comparison_that_passes_a_better_challenger() -> None:
+    settings = OnlineGateConfig(min_rows=300, bootstrap_resamples=200)
+    evidence = online_evidence(_live_log(600, "shadow"), "2", "1", settings, BINARY, seed=0)
+    assert evidence.design == "paired (shadow)" and evidence.challenger_rows == 600
+    assert evidence.comparison.ci_low > 0.2
+    gates = {g.name: g for g in online_gates(evidence, settings, "1", "binary")}
+    assert gates["online.rows"].passed and gates["online.gain_ci_low"].passed
+    assert "paired (shadow) on 600 rows" in gates["online.gain_ci_low"].detail
+
+
+def test_ab_traffic_is_an_unpaired_comparison_and_a_worse_challenger_fails() -> None:
+    settings = OnlineGateConfig(min_rows=300, bootstrap_resamples=200)
+    evidence = online_evidence(_live_log(1000, "ab"), "2", "1", settings, BINARY, seed=0)
+    assert evidence.design == "unpaired (A/B)" and (evidence.challenger_rows, evidence.champion_rows) == (
+        500,
+        500,
+    )
+    assert online_gates(evidence, settings, "1", "binary")[1].passed
+    # The other way round, the noise is the challenger: its CI lies below zero.
+    swapped = _live_log(1000, "ab").replace({"arm": {"champion": "challenger", "challenger": "champion"}})
+    swapped["model_version"] = np.where(swapped["arm"] == "challenger", "2", "1")
+    worse = online_evidence(swapped, "2", "1", settings, BINARY, seed=0)
+    gate = online_gates(worse, settings, "1", "binary")[1]
+    assert gate.status == "failed" and worse.comparison.ci_high < 0
+
+
+def test_too_few_live_rows_reject_or_skip_as_configured() -> None:
+    log = _live_log(100, "shadow")
+    required = OnlineGateConfig(min_rows=300)
+    evidence = online_evidence(log, "2", "1", required, BINARY, seed=0)
+    assert evidence.comparison is None and evidence.challenger_rows == 100
+    (gate,) = online_gates(evidence, required, "1", "binary")
+    assert gate.status == "failed" and "100 labelled live rows" in gate.detail
+    optional = OnlineGateConfig(min_rows=300, required=False)
+    (gate,) = online_gates(evidence, optional, "1", "binary")
+    assert gate.skipped
+    # Rows not yet labelled, or of another version, are not evidence.
+    unlabelled = log.assign(label_status="no_label_yet")
+    assert online_evidence(unlabelled, "2", "1", required, BINARY, seed=0).challenger_rows == 0
+    assert online_evidence(log, "7", "1", required, BINARY, seed=0).challenger_rows == 0
