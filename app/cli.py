@@ -443,6 +443,18 @@ def compare(
         console.print(
             f"paired on {result.paired_rows} rows both arms scored (shadow): {result.paired_metric} {pair}"
         )
+    if (credit := result.interleaving) is not None:
+        needed = (
+            f"; about {credit.requests_needed} requests to tell at this preference"
+            if credit.requests_needed
+            else ""
+        )
+        console.print(
+            f"interleaved on {credit.requests} labelled /rank requests: challenger wins {credit.wins},"
+            f" loses {credit.losses}, ties {credit.ties}; preference {credit.preference:.3f},"
+            f" sign test p={credit.p_value:.4g}{needed}",
+            highlight=False,
+        )
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
 

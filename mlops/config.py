@@ -339,7 +339,7 @@ class ServingConfig(Strict):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=32)  # processes; each loads the models and polls the registry
     poll_seconds: float = Field(10.0, gt=0)  # how often the registry is asked where the aliases point
-    mode: Literal["none", "shadow", "canary", "ab"] = "none"
+    mode: Literal["none", "shadow", "canary", "ab", "interleave"] = "none"  # interleave: POST /rank
     canary_share: float = Field(0.05, ge=0, le=1)  # canary: share of routing keys sent to the challenger
     ab_split: float = Field(0.5, ge=0, le=1)  # ab: share of routing keys in arm B (the challenger)
     routing_header: str = "X-Routing-Key"  # sticky key of a request when its records carry no `key`

@@ -18,6 +18,9 @@ write the same file. Columns, in this order:
 - `predicted_label`: the service's answer as a label, not the truth (binary: 0/1 at the
   training threshold, int8; multiclass: the class, string; regression: null). True labels
   arrive later, joined on `key` into the labelled log (below)
+- `rank`, `position` (int32, null outside `/rank`): for a ranking request, the record's rank
+  by this arm's score (0 = first), and its position in the interleaved answer when this arm
+  placed it there (null when the other arm did, or when it was not in the top k)
 
 The record key: the values of `data.key_columns`, in order, joined with `|` (numbers without
 a trailing `.0`), e.g. `2013|6|1|UA|1545|515|EWR`. `record_key` builds it from one row and
@@ -62,6 +65,8 @@ MODE = "mode"
 SERVED = "served"
 SCORE = "score"
 PREDICTED_LABEL = "predicted_label"
+RANK = "rank"
+POSITION = "position"
 # The columns the service writes after the features, in order, with their types.
 META_FIELDS = (
     pa.field(KEY, pa.string()),
@@ -74,6 +79,8 @@ META_FIELDS = (
     pa.field(SERVED, pa.bool_()),
     pa.field(SCORE, pa.float64()),
     pa.field(PREDICTED_LABEL, pa.int8()),
+    pa.field(RANK, pa.int32()),
+    pa.field(POSITION, pa.int32()),
 )
 META_COLUMNS = [f.name for f in META_FIELDS]
 # The labelled log's two extra columns (see the module docstring); the service never writes them.
@@ -119,7 +126,7 @@ def log_schema(numeric: Sequence[str], categorical: Sequence[str], kind: str = "
     fields += [pa.field(c, pa.string()) for c in categorical]
     meta = list(META_FIELDS)
     if kind == "multiclass":  # a class name, not 0/1
-        meta[-1] = pa.field(PREDICTED_LABEL, pa.string())
+        meta = [pa.field(PREDICTED_LABEL, pa.string()) if f.name == PREDICTED_LABEL else f for f in meta]
     return pa.schema([*fields, *meta])
 
 
@@ -136,9 +143,11 @@ def log_batch(
     served: bool,
     scores: np.ndarray,
     labels: np.ndarray | None,
+    ranks: np.ndarray | None = None,
+    positions: Sequence[int | None] | None = None,
 ) -> pa.RecordBatch:
     """One scored chunk as a record batch of the log's schema (`labels`: the predicted ones;
-    None for a regression model, which has none)."""
+    None for a regression model, which has none; `ranks` and `positions` for `/rank` only)."""
     n = len(scores)
     label_type = schema.field(PREDICTED_LABEL).type
     arrays: list[pa.Array] = []
@@ -159,6 +168,8 @@ def log_batch(
         pa.nulls(n, type=label_type)
         if labels is None
         else pa.array(labels if label_type == pa.int8() else [str(v) for v in labels], type=label_type),
+        pa.nulls(n, pa.int32()) if ranks is None else pa.array(ranks, type=pa.int32()),
+        pa.nulls(n, pa.int32()) if positions is None else pa.array(positions, type=pa.int32()),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

@@ -134,7 +134,7 @@ async def unexpected(request: Request, exc: Exception) -> Response:
 
 
 def openapi_with_request_body(app: FastAPI, schema: FeatureSchema) -> dict[str, Any]:
-    """FastAPI's OpenAPI document plus the body of `/predict`: the body is decoded by hand
+    """FastAPI's OpenAPI document plus the bodies of `/predict` and `/rank`: the body is decoded by hand
     (for speed and for precise errors), so FastAPI cannot see its schema; it comes from the
     same pydantic models that report errors."""
     if app.openapi_schema is None:
@@ -150,6 +150,12 @@ def openapi_with_request_body(app: FastAPI, schema: FeatureSchema) -> dict[str, 
                 # the same records as columns, validated as strictly (serving.schema)
                 ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
             },
+        }
+        rank_schema, rank_definitions = schema.openapi_rank_schema(SCHEMA_REF)
+        spec["components"]["schemas"].update(rank_definitions)
+        spec["paths"]["/rank"]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": rank_schema}},
         }
         app.openapi_schema = spec
     return app.openapi_schema

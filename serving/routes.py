@@ -1,6 +1,6 @@
 """The endpoints of the prediction service: one handler each, sharing only the `Service`
 that `serving.app` builds at start-up and keeps in `app.state`. `add_routes` puts them on
-the app: `GET /health`, `GET /ready`, `GET /model`, `POST /predict`.
+the app: `GET /health`, `GET /ready`, `GET /model`, `POST /predict`, `POST /rank`.
 
 They are added to the app itself rather than through an included `APIRouter`: FastAPI
 0.154 matches an included router's routes through an extra layer, which cost 10-25 us per
@@ -19,7 +19,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from mlops.config import ProjectConfig
+from mlops.config import ProjectConfig, ServingConfig
 from serving.models import ModelWatcher
 from serving.predlog import PredictionLog, PredictionLogFull
 from serving.schema import FeatureSchema, InputError, response_model
@@ -103,6 +103,20 @@ def add_routes(app: FastAPI, kind: str = "binary") -> None:
             503: {"description": "No model is loaded yet, or the prediction log is full (Retry-After)"},
         },
     )
+    app.add_api_route(
+        "/rank",
+        rank,
+        methods=["POST"],
+        summary="Rank records, best first: champion and challenger interleaved (serving.mode: interleave)",
+        responses={
+            400: {"description": "The body is not JSON"},
+            413: {"description": "Too many bytes or records"},
+            422: {
+                "description": "No records, k out of range, a record without a key or with a duplicate key"
+            },
+            503: {"description": "No model is loaded yet, or the prediction log is full (Retry-After)"},
+        },
+    )
 
 
 # -- status: is it up, is it ready, what does it serve -----------------------------------
@@ -178,6 +192,44 @@ async def model(request: Request) -> Response:
 # -- scoring ------------------------------------------------------------------------------
 
 
+def refusal(exc: Exception, request_id: str, settings: ServingConfig) -> Response:
+    """The answer to a request the service cannot score, by what went wrong."""
+    if isinstance(exc, InputError):
+        return json_response({**exc.body(), "request_id": request_id}, exc.status, request_id)
+    if isinstance(exc, PredictionLogFull):
+        response = json_response({"error": str(exc), "request_id": request_id}, 503, request_id)
+        response.headers["Retry-After"] = str(max(1, round(settings.log_flush_seconds)))
+        return response
+    if isinstance(exc, UnscorableError):
+        message = f"the model cannot score the records of this request: {exc}"
+        return json_response({"error": message, "request_id": request_id}, 422, request_id)
+    return json_response({"error": str(exc), "request_id": request_id}, 503, request_id)  # NoModelError
+
+
+async def rank(request: Request) -> Response:
+    """`{"records": [...], "k": N}` → the top k records, each with the arm that placed it."""
+    service = service_of(request)
+    settings = service.config.serving
+    request_id = service.request_id(request.headers.get(REQUEST_ID_HEADER))
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        parsed, k = service.schema.parse_rank(body, settings.max_records)
+        ranked = await service.scorer.rank(request_id, parsed.records, k)
+    except (InputError, NoModelError, PredictionLogFull) as exc:
+        return refusal(exc, request_id, settings)
+    except Exception as exc:  # the model refused records that passed the schema
+        return refusal(UnscorableError(f"{type(exc).__name__}: {exc}"), request_id, settings)
+    return json_response(
+        {
+            "request_id": request_id,
+            "model_name": ranked.model_name,
+            "mode": ranked.mode,
+            "ranked": ranked.ranked(parsed.records),
+        },
+        request_id=request_id,
+    )
+
+
 async def predict(request: Request) -> Response:
     # The body is decoded by hand (for speed and for precise errors); `serving.app` adds
     # its schema to the OpenAPI document.
@@ -190,17 +242,8 @@ async def predict(request: Request) -> Response:
         scored = await service.scorer.score(
             request_id, parsed.records, request.headers.get(settings.routing_header)
         )
-    except InputError as exc:
-        return json_response({**exc.body(), "request_id": request_id}, exc.status, request_id)
-    except NoModelError as exc:
-        return json_response({"error": str(exc), "request_id": request_id}, 503, request_id)
-    except PredictionLogFull as exc:
-        response = json_response({"error": str(exc), "request_id": request_id}, 503, request_id)
-        response.headers["Retry-After"] = str(max(1, round(settings.log_flush_seconds)))
-        return response
-    except UnscorableError as exc:
-        message = f"the model cannot score the records of this request: {exc}"
-        return json_response({"error": message, "request_id": request_id}, 422, request_id)
+    except (InputError, NoModelError, PredictionLogFull, UnscorableError) as exc:
+        return refusal(exc, request_id, settings)
     return json_response(
         {
             "request_id": request_id,

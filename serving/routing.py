@@ -8,6 +8,8 @@ Modes (`serving.mode`):
   are answered by the challenger.
 - `ab`: the same split with `ab_split` as arm B's (the challenger's) share: an experiment
   with both arms logged, usually near 50/50.
+- `interleave`: `/predict` is the champion's alone; `/rank` merges both arms' rankings
+  (`serving.interleaving`).
 
 A routing key is hashed (BLAKE2b, salted with the mode and the challenger's version) to a
 number in [0, 1): the same key always lands in the same arm while the same challenger is
@@ -26,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-Mode = Literal["none", "shadow", "canary", "ab"]
+Mode = Literal["none", "shadow", "canary", "ab", "interleave"]
 _SCALE = float(2**64)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import orjson
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
@@ -205,6 +206,33 @@ class FeatureSchema:
                 " (serving.max_records): split the request",
             )
         return ParsedRequest(records)
+
+    def parse_rank(self, body: bytes, max_records: int) -> tuple[ParsedRequest, int]:
+        """A `/rank` body, `{"records": [...], "k": N}`: its records (each with a distinct
+        `key`, which the label join credits the arm by) and k, or an `InputError` naming the field."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(400, f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise _field_error(["body"], 'a ranking request is an object: {"records": [...], "k": N}')
+        k = payload.pop("k", None)
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise _field_error(["body", "k"], f"k must be a whole number of records to return, got {k!r}")
+        parsed = self.parse(orjson.dumps(payload), max_records)
+        if not 0 < k <= len(parsed):
+            raise _field_error(["body", "k"], f"k={k} must be between 1 and the {len(parsed)} records sent")
+        seen: dict[str, int] = {}
+        for i, record in enumerate(parsed.records):
+            if record.key is None:
+                raise _field_error(["body", "records", i, KEY_FIELD], "a ranked record needs its key")
+            if record.key in seen:
+                raise _field_error(
+                    ["body", "records", i, KEY_FIELD],
+                    f"key {record.key!r} is also record {seen[record.key]}'s",
+                )
+            seen[record.key] = i
+        return parsed, k
 
     # -- the columnar forms -------------------------------------------------------------
     def _from_split(self, body: bytes) -> list[Any]:
@@ -404,3 +432,22 @@ class FeatureSchema:
         schema = adapter.json_schema(ref_template=ref_template)
         definitions = schema.pop("$defs", {})
         return schema, definitions
+
+    def openapi_rank_schema(self, ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The `/rank` body's JSON schema (records with their keys, and k) and its definitions."""
+        rank_request = create_model(
+            "RankRequest",
+            __config__=ConfigDict(extra="forbid"),
+            records=(
+                list[self.record_model],
+                Field(..., min_length=1, description="Each with a distinct `key`"),
+            ),  # type: ignore[name-defined]
+            k=(int, Field(..., ge=1, description="How many records to return, at most the records sent")),
+        )
+        schema = TypeAdapter(rank_request).json_schema(ref_template=ref_template)
+        return schema, schema.pop("$defs", {})
+
+
+def _field_error(loc: list[Any], message: str) -> InputError:
+    where = ".".join(str(part) for part in loc[1:]) or "body"
+    return InputError(422, f"{where}: {message}", [{"loc": loc, "msg": message, "type": "value_error"}])

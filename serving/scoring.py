@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from mlops.config import ServingConfig
-from mlops.names import CHALLENGER
+from mlops.names import CHALLENGER, CHAMPION
 from mlops.objective import Objective
 from mlops.prediction_log import log_batch
+from serving.interleaving import ranking, ranks_of, request_seed, team_draft
 from serving.models import LoadedModel, ModelWatcher
 from serving.predlog import PredictionLog
 from serving.routing import RoutingPlan, routing_keys
@@ -111,6 +112,30 @@ class ScoredRequest:
         return answers
 
 
+@dataclass(frozen=True)
+class RankedRequest:
+    """A `/rank` answer: the top k records, best first, each with the arm that placed it."""
+
+    model_name: str
+    mode: str  # interleave, or none when one model ranks alone
+    rows: list[int]  # positions in the request
+    teams: list[str]
+    versions: dict[str, str]  # arm -> model version
+    scores: dict[str, np.ndarray]  # arm -> its score of every record
+
+    def ranked(self, records: list[Any]) -> list[dict[str, Any]]:
+        return [
+            {
+                "key": records[row].key,
+                "position": position,
+                "arm": team,
+                "model_version": self.versions[team],
+                "score": float(self.scores[team][row]),
+            }
+            for position, (row, team) in enumerate(zip(self.rows, self.teams, strict=True))
+        ]
+
+
 @dataclass
 class _Chunk:
     """Rows of one batch scored by one model in one call."""
@@ -172,6 +197,68 @@ class Scorer:
         future: asyncio.Future[ScoredRequest] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(WorkItem(request_id, records, header_key, time.time_ns() // 1000, future))
         return await future
+
+    async def rank(self, request_id: str, records: list[Any], k: int) -> RankedRequest:
+        """Both arms score the records; in interleave mode their rankings are merged by team
+        draft (seeded by the request id), else the serving model ranks alone. Both rankings
+        are logged, after the answer, with each record's rank and the position its arm gave it."""
+        models = self.watcher.models
+        primary = models.primary
+        if primary is None:
+            raise NoModelError("no model is loaded yet")
+        if self.log is not None and self.log.full:
+            await asyncio.to_thread(self.log.wait_for_room, self.settings.log_full_wait_seconds)
+        challenger = models.under_test if self.settings.mode == "interleave" else None
+        arms = {models.primary_arm: primary, **({CHALLENGER: challenger} if challenger is not None else {})}
+        received = np.full(len(records), time.time_ns() // 1000, dtype="datetime64[us]")
+        loop = asyncio.get_running_loop()
+        columns, keys = await loop.run_in_executor(self.pool, self.schema.to_columns, records)
+        raw = dict(
+            zip(
+                arms,
+                await asyncio.gather(
+                    *(loop.run_in_executor(self.pool, m.score_columns, columns) for m in arms.values())
+                ),
+                strict=True,
+            )
+        )
+        scores = {arm: self.objective.score_of(answer) for arm, answer in raw.items()}
+        if challenger is not None:
+            merged = team_draft(scores[CHAMPION], scores[CHALLENGER], k, request_seed(request_id))
+            rows, teams, mode = merged.rows, merged.teams, "interleave"
+        else:
+            rows, teams, mode = (
+                ranking(scores[models.primary_arm])[:k].tolist(),
+                [models.primary_arm] * k,
+                "none",
+            )
+        if self.log is not None:
+            request_ids = np.full(len(records), request_id, dtype=object)
+            for arm, model in arms.items():
+                positions: list[int | None] = [None] * len(records)
+                for position, (row, team) in enumerate(zip(rows, teams, strict=True)):
+                    if team == arm:
+                        positions[row] = position
+                batch = log_batch(
+                    self.log.schema,
+                    columns,
+                    keys,
+                    request_ids,
+                    received,
+                    model.name,
+                    model.version,
+                    arm,
+                    mode,
+                    True,
+                    scores[arm],
+                    self.objective.labels(raw[arm], model.classes),
+                    ranks_of(ranking(scores[arm])),
+                    positions,
+                )
+                self.background.submit(self.log.append, batch)
+        self.scored_rows += len(records)
+        versions = {arm: model.version for arm, model in arms.items()}
+        return RankedRequest(primary.name, mode, rows, teams, versions, scores)
 
     # -- the batcher ---------------------------------------------------------------------
     async def _consume(self) -> None:

@@ -21,6 +21,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest, norm
 
 from mlops.config import ProjectConfig
 from mlops.names import CHALLENGER, CHAMPION
@@ -34,6 +35,7 @@ from mlops.prediction_log import (
     MODE,
     MODEL_VERSION,
     NO_KEY,
+    POSITION,
     PREDICTED_LABEL,
     REQUEST_ID,
     SCORE,
@@ -57,6 +59,49 @@ class ArmResult:
 
 
 @dataclass(frozen=True)
+class InterleavingCredit:
+    """`/rank` requests judged by their labels: each positive outcome among the records shown
+    counts for the arm that placed it; a request is a win for the arm with more of them."""
+
+    requests: int  # interleaved requests with a label for at least one record shown
+    wins: int  # the challenger placed more positives
+    losses: int  # the champion did
+    ties: int
+    preference: float  # wins / (wins + losses); 0.5 is no preference
+    p_value: float  # two-sided sign test of wins against losses
+    requests_needed: int | None  # for a 5% two-sided test with 80% power at this preference
+
+
+def interleaving_credit(labelled: pd.DataFrame) -> InterleavingCredit | None:
+    """Credit of the interleaved requests of the labelled log; None when it has none."""
+    if labelled.empty or POSITION not in labelled.columns:
+        return None
+    shown = labelled[(labelled[MODE] == "interleave") & labelled[POSITION].notna()]
+    shown = shown[shown[LABEL_STATUS] == JOINED]
+    if shown.empty:
+        return None
+    positive = shown[LABEL].astype(float) > 0
+    credit = shown.assign(positive=positive).pivot_table(
+        index=REQUEST_ID, columns=ARM, values="positive", aggfunc="sum", fill_value=0
+    )
+    mine = credit.get(CHALLENGER, pd.Series(0, index=credit.index))
+    theirs = credit.get(CHAMPION, pd.Series(0, index=credit.index))
+    wins, losses = int((mine > theirs).sum()), int((mine < theirs).sum())
+    ties = len(credit) - wins - losses
+    decided = wins + losses
+    preference = wins / decided if decided else 0.5
+    p_value = float(binomtest(wins, decided, 0.5).pvalue) if decided else 1.0
+    needed = None
+    if decided and preference != 0.5:
+        z_alpha, z_beta = norm.ppf(0.975), norm.ppf(0.8)
+        per_decided = (
+            (z_alpha * 0.5 + z_beta * np.sqrt(preference * (1 - preference))) / (preference - 0.5)
+        ) ** 2
+        needed = int(np.ceil(per_decided * len(credit) / decided))
+    return InterleavingCredit(len(credit), wins, losses, ties, preference, p_value, needed)
+
+
+@dataclass(frozen=True)
 class Comparison:
     since: date | None
     logged_rows: int
@@ -67,6 +112,7 @@ class Comparison:
     paired: dict[str, float] = field(default_factory=dict)  # arm -> `paired_metric` on those rows
     notes: list[str] = field(default_factory=list)
     paired_metric: str = "roc_auc"
+    interleaving: InterleavingCredit | None = None
 
 
 def logged_metrics(objective: Objective, y: np.ndarray, rows: pd.DataFrame, suffix: str = "") -> dict:
@@ -147,6 +193,7 @@ def compare_arms(labelled: pd.DataFrame, objective: Objective, since: date | Non
         paired,
         notes,
         paired_metric_name(objective),
+        interleaving_credit(labelled),
     )
 
 

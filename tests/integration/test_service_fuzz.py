@@ -101,13 +101,15 @@ def api_schema(service_url: str):
 
 
 # Every operation the spec lists, and how it is fuzzed: positive examples fit the spec,
-# negative ones break it on purpose (only the body of /predict has a schema to break).
+# negative ones break it on purpose (only the bodies of /predict and /rank have a schema to break).
 FUZZED = [
     ("GET", "/health", GenerationMode.POSITIVE),
     ("GET", "/ready", GenerationMode.POSITIVE),
     ("GET", "/model", GenerationMode.POSITIVE),
     ("POST", "/predict", GenerationMode.POSITIVE),
     ("POST", "/predict", GenerationMode.NEGATIVE),
+    ("POST", "/rank", GenerationMode.POSITIVE),
+    ("POST", "/rank", GenerationMode.NEGATIVE),
 ]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

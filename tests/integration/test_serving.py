@@ -27,6 +27,7 @@ import uvicorn
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from flows.ground_truth import GroundTruthRequest, ground_truth
 from flows.training import TrainingRequest, training_pipeline
 from mlops.clients import client_settings
 from mlops.config import CandidateConfig, ProjectConfig, ServingConfig, save_config
@@ -523,6 +524,82 @@ def test_split_modes_route_by_key_in_the_configured_share(
     logged = log.drop_duplicates("key").set_index("key").loc[rows["key"]]
     assert (logged["arm"].to_numpy() == arms).all()
     assert (logged.loc[logged["arm"] == "challenger", "model_version"] == challenger).all()
+
+
+def test_rank_interleaves_both_arms_logs_both_rankings_and_compare_credits_them(
+    config: ProjectConfig,
+    registry: MlflowClient,
+    versions: dict[str, str],
+    june: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    champion, challenger = versions["forest"], versions["logistic"]
+    set_aliases(registry, champion=champion, challenger=challenger)
+    log_uri = str(tmp_path / "predictions")
+    rows = june.sample(n=600, random_state=11)
+    records = to_records(rows)
+    with (
+        running_service(config, mode="interleave", prediction_log_uri=log_uri) as url,
+        httpx.Client(timeout=60) as c,
+    ):
+        answers = []
+        for i in range(0, 600, 20):  # 30 requests of 20 flights: "which 5 are most at risk?"
+            response = c.post(f"{url}/rank", json={"records": records[i : i + 20], "k": 5})
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
+        again = c.post(
+            f"{url}/rank",
+            json={"records": records[:20], "k": 5},
+            headers={"X-Request-ID": answers[0]["request_id"]},
+        ).json()
+        refused = {
+            field: c.post(f"{url}/rank", json=body).json()["detail"][0]["loc"]
+            for field, body in {
+                "empty": {"records": [], "k": 1},
+                "k": {"records": records[:3], "k": 4},
+                "duplicate": {"records": [records[0], records[0]], "k": 1},
+            }.items()
+        }
+        plain = c.post(f"{url}/predict", json={"records": records[:5]}).json()  # the champion's alone
+
+    assert {a["mode"] for a in answers} == {"interleave"}
+    first = answers[0]["ranked"]
+    assert len(first) == 5 and len({r["key"] for r in first}) == 5
+    assert {r["arm"] for a in answers for r in a["ranked"]} == {"champion", "challenger"}
+    # The first record is the top one of the arm that won the toss, by its own model's score.
+    top = first[0]
+    own = own_scores(config, champion if top["arm"] == "champion" else challenger, rows.iloc[:20])
+    assert top["key"] == rows["key"].iloc[int(np.argmax(own))]
+    assert top["score"] == pytest.approx(own.max())
+    assert again["ranked"] == first  # the same request id draws the same coin
+    assert refused == {
+        "empty": ["body", "records"],
+        "k": ["body", "k"],
+        "duplicate": ["body", "records", 1, "key"],
+    }
+    assert {p["arm"] for p in plain["predictions"]} == {"champion"}
+
+    log = read_prediction_log(open_store(log_uri, config.data.s3))
+    ranked = log[log["mode"] == "interleave"]
+    assert len(ranked) == 2 * (600 + 20) + 5  # both arms score every ranked record; /predict the 5
+    one = ranked[ranked["request_id"] == answers[1]["request_id"]]
+    for arm in ("champion", "challenger"):
+        mine = one[one["arm"] == arm].sort_values("rank")
+        assert sorted(mine["rank"].astype(int)) == list(range(20))
+        placed = {int(p): k for p, k in zip(mine["position"], mine["key"], strict=True) if pd.notna(p)}
+        assert placed == {r["position"]: r["key"] for r in answers[1]["ranked"] if r["arm"] == arm}
+
+    # June's labels have landed: the ground-truth flow joins them, compare credits the arms.
+    labelled_config = config.model_copy(
+        update={"serving": config.serving.model_copy(update={"prediction_log_uri": log_uri})}
+    )
+    config_file = save_config(labelled_config, tmp_path / "mlops.yaml")
+    with client_settings(config):
+        ground_truth(GroundTruthRequest(config_path=str(config_file)))
+    credit = compare_logged_traffic(labelled_config).interleaving
+    assert credit is not None and 0 < credit.requests <= 31
+    assert credit.wins + credit.losses + credit.ties == credit.requests
+    assert 0 <= credit.p_value <= 1
 
 
 def test_the_prediction_log_can_live_on_s3(
