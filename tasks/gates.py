@@ -295,11 +295,23 @@ def compare_with_bootstrap(
     for start in range(0, resamples, chunk):  # bounded memory: chunk x rows counts at a time
         counts = bootstrap_counts(rng, len(y), min(chunk, resamples - start)).astype(np.float64)
         gains.append(sign * (of_challenger(counts) - of_champion(counts)))
-    gain_samples = np.concatenate(gains)
-    alpha = 1 - confidence
-    low, high = np.nanquantile(gain_samples, [alpha / 2, 1 - alpha / 2])
     challenger_value = objective.score(objective.metric, y, challenger, classes)
     champion_value = objective.score(objective.metric, y, champion, classes)
+    return interval(objective, gains, challenger_value, champion_value, confidence, started)
+
+
+def interval(
+    objective: Objective,
+    gains: list[np.ndarray],
+    challenger_value: float,
+    champion_value: float,
+    confidence: float,
+    started: float,
+) -> MetricComparison:
+    """The percentile interval of resampled gains, beside the gain on all rows."""
+    samples = np.concatenate(gains)
+    alpha = 1 - confidence
+    low, high = np.nanquantile(samples, [alpha / 2, 1 - alpha / 2])
     return MetricComparison(
         objective.metric,
         challenger_value,
@@ -308,7 +320,7 @@ def compare_with_bootstrap(
         float(low),
         float(high),
         confidence,
-        resamples,
+        len(samples),
         time.perf_counter() - started,
     )
 
@@ -661,21 +673,9 @@ def unpaired_bootstrap(
         mine = of_challenger(bootstrap_counts(rng, len(challenger[0]), n).astype(np.float64))
         theirs = of_champion(bootstrap_counts(rng, len(champion[0]), n).astype(np.float64))
         gains.append(sign * (mine - theirs))
-    alpha = 1 - confidence
-    low, high = np.nanquantile(np.concatenate(gains), [alpha / 2, 1 - alpha / 2])
     mine = objective.score(objective.metric, *challenger)
     theirs = objective.score(objective.metric, *champion)
-    return MetricComparison(
-        objective.metric,
-        mine,
-        theirs,
-        objective.gain(mine, theirs),
-        float(low),
-        float(high),
-        confidence,
-        resamples,
-        time.perf_counter() - started,
-    )
+    return interval(objective, gains, mine, theirs, confidence, started)
 
 
 def online_evidence(
