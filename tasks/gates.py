@@ -428,6 +428,8 @@ def _by_group(
     raw = values.astype(object)
     present = raw.notna().to_numpy()
     positions = np.flatnonzero(present)
+    if not len(positions):  # MetricFrame cannot stack the results of no group at all
+        return pd.DataFrame(columns=["rows", *metrics])
     groups = pd.Series(raw.to_numpy()[present].astype(str), name=str(values.name or "group"))
     frame = MetricFrame(
         metrics={"rows": count, **metrics},

@@ -487,3 +487,15 @@ def test_too_few_live_rows_reject_or_skip_as_configured() -> None:
     unlabelled = log.assign(label_status="no_label_yet")
     assert online_evidence(unlabelled, "2", "1", required, BINARY, seed=0).challenger_rows == 0
     assert online_evidence(log, "7", "1", required, BINARY, seed=0).challenger_rows == 0
+
+
+def test_groups_all_under_min_rows_skip_the_fairness_gates_instead_of_failing_the_run() -> None:
+    carrier, y, challenger, champion = _groups_problem()
+    settings = FairnessGateConfig(
+        groups=["carrier"], min_rows=5000, max_demographic_parity_difference=0.1, max_metric_gap=0.1
+    )
+    mine = fairness_figures("carrier", carrier, y, challenger, settings, BINARY)
+    assert mine.figures == {} and mine.by_group == [] and mine.left_out == ["AA", "UA", "ZZ"]
+    gates = fairness_gates(mine, mine, settings, "1", BINARY)
+    assert [g.status for g in gates] == ["skipped", "skipped"]
+    assert "fewer than two carrier groups of >= 5000 rows" in gates[0].detail
