@@ -528,6 +528,53 @@ def promote(
 
 @app.command()
 @handle_errors
+def rollout(
+    ctx: typer.Context,
+    challenger_version: Annotated[
+        str | None, typer.Option(help="Version to roll out; default: the `challenger` alias.")
+    ] = None,
+) -> None:
+    """Step the challenger's canary share up (serving.rollout.shares) under guardrails; a
+    breach rolls it out at once, passing the last step runs the promotion gates.
+
+    Exits 0 when promoted, 2 when rolled back or rejected. The service must run in canary mode.
+    """
+    from rich.table import Table
+
+    from app.stack import require_servers
+    from mlops.clients import client_settings
+
+    config = get_config(ctx)
+    require_servers(config)
+    from flows.rollout import RolloutRequest
+    from flows.rollout import rollout as rollout_flow
+
+    quiet_user_error_tracebacks()
+    with client_settings(config):
+        outcome = rollout_flow(
+            RolloutRequest(config_path=str(Path(ctx.obj).resolve()), challenger_version=challenger_version)
+        )
+    table = Table("step", "share", "outcome", "rows", "guardrails", "MLflow run")
+    for step in outcome.steps:
+        checks = ", ".join(f"{g.name.removeprefix('rollout.')} {g.status}" for g in step.guardrails)
+        table.add_row(
+            str(step.step),
+            f"{step.share:.0%}",
+            step.outcome,
+            str(step.challenger_rows),
+            checks,
+            step.mlflow_run_url,
+        )
+    console.print(table)
+    colour = "green" if outcome.result == "promoted" else "red"
+    console.print(f"{outcome.model_name} v{outcome.version}: [{colour}]{outcome.result}[/{colour}]")
+    console.print(f"  {outcome.reason}", markup=False, highlight=False)
+    if outcome.result != "promoted":
+        raise typer.Exit(code=2)
+
+
+@app.command()
+@handle_errors
 def rollback(
     ctx: typer.Context,
     reason: Annotated[str, typer.Option(help="Why: recorded on both versions and in MLflow.")],

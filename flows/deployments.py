@@ -8,7 +8,8 @@
   `mlops.drift.detected` for this project's model (a deployment trigger passes the month
   that drifted); it trains on the months before it and lets the promotion gates judge;
 - `promotion/<project>`: the gates, run from the UI's form;
-- `ground-truth/<project>`: the labels landed so far joined to the prediction log, from the form.
+- `ground-truth/<project>`: the labels landed so far joined to the prediction log, from the form;
+- `rollout/<project>`: the progressive canary of the challenger, from the form.
 
 A run started from the Prefect UI runs the same flow function with the same typed request
 as the CLI does; every deployment's `config_path` defaults to the config this process was
@@ -38,6 +39,7 @@ def build_deployments(config: ProjectConfig, config_path: str) -> list[Any]:
     from flows.monitoring import DRIFT_EVENT, monitoring
     from flows.promotion import promotion
     from flows.retraining import retraining
+    from flows.rollout import rollout
     from flows.training import training_pipeline
 
     name = config.project
@@ -100,6 +102,13 @@ def build_deployments(config: ProjectConfig, config_path: str) -> list[Any]:
             name=name,
             parameters=defaults,
             description="Join the labels landed so far to the prediction log, by record key",
+            tags=tags,
+            entrypoint_type=module,
+        ),
+        rollout.to_deployment(
+            name=name,
+            parameters=defaults,
+            description="Step the challenger's canary share up under guardrails, then promote it",
             tags=tags,
             entrypoint_type=module,
         ),

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import getpass
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,9 +22,8 @@ import pandas as pd
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
-from prefect.exceptions import FlowPauseTimeout, ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Running
@@ -41,6 +39,8 @@ from flows.stages import (
     compare_slice_column,
     compare_with_champion,
     dimension_frames,
+    ensure_lock,
+    hold_lock,
     ingest_batches,
     link_lineage,
     prefect_run_url,
@@ -190,37 +190,11 @@ def lock_name(config: ProjectConfig) -> str:
     return f"promotion-{config.registry.model_name}"
 
 
-def ensure_lock(name: str) -> None:
-    """Create the limit (one slot) if missing: `concurrency()` does not wait on a limit that
-    does not exist, and a widened or disabled limit would let two promotions overlap."""
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-
-    with get_client(sync_client=True) as client:
-        try:
-            limit = client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-                return
-            except ObjectAlreadyExists:  # another run created it a moment ago
-                limit = client.read_global_concurrency_limit_by_name(name)
-        if limit.limit != 1 or not limit.active:
-            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
-
-
-@contextmanager
-def hold_lock(name: str, timeout_seconds: float) -> Iterator[None]:
-    """Hold the model's promotion slot; strict: a missing limit is an error, never a free pass."""
-    stack = ExitStack()
-    try:
-        stack.enter_context(concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True))
-    except TimeoutError:
-        raise PromotionError(
-            f"another promotion or rollback held the lock {name!r} for over {timeout_seconds:.0f} s:"
-            " wait for it (see the Prefect UI) or raise promotion.lock_timeout_seconds"
-        ) from None
-    with stack:
-        yield
+def lock_busy(name: str, timeout_seconds: float) -> PromotionError:
+    return PromotionError(
+        f"another promotion or rollback held the lock {name!r} for over {timeout_seconds:.0f} s:"
+        " wait for it (see the Prefect UI) or raise promotion.lock_timeout_seconds"
+    )
 
 
 # -- evaluation: gates 1-5 ----------------------------------------------------------------
@@ -704,7 +678,7 @@ def promotion(request: PromotionRequest = PromotionRequest()) -> PromotionDecisi
     if require_approval:
         # The lock is not held while a human decides; the compare-and-set in `decide`
         # catches a champion that moved meanwhile.
-        with hold_lock(lock, settings.lock_timeout_seconds):
+        with hold_lock(lock, settings.lock_timeout_seconds, lock_busy(lock, settings.lock_timeout_seconds)):
             evaluation = evaluate(config, tracker, challenger, eval_period)
         if evaluation.passed:
             create_table_artifact(
@@ -720,10 +694,10 @@ def promotion(request: PromotionRequest = PromotionRequest()) -> PromotionDecisi
             )
             evaluation.seconds["approval_wait"] = time.perf_counter() - waited
         approval = approval_result(True, evaluation, answer, settings.approval.timeout_seconds)
-        with hold_lock(lock, settings.lock_timeout_seconds):
+        with hold_lock(lock, settings.lock_timeout_seconds, lock_busy(lock, settings.lock_timeout_seconds)):
             decision = decide(config, tracker, evaluation, approval, answer, started_at)
     else:
-        with hold_lock(lock, settings.lock_timeout_seconds):
+        with hold_lock(lock, settings.lock_timeout_seconds, lock_busy(lock, settings.lock_timeout_seconds)):
             evaluation = evaluate(config, tracker, challenger, eval_period)
             approval = approval_result(False, evaluation, None, settings.approval.timeout_seconds)
             decision = decide(config, tracker, evaluation, approval, None, started_at)
@@ -757,7 +731,9 @@ def rollback(
     who = requested_by or getpass.getuser()
     lock = lock_name(config)
     ensure_lock(lock)
-    with hold_lock(lock, config.promotion.lock_timeout_seconds):
+    with hold_lock(
+        lock, config.promotion.lock_timeout_seconds, lock_busy(lock, config.promotion.lock_timeout_seconds)
+    ):
         aliases = tracker.aliases(name)
         current, previous = aliases.get(CHAMPION), aliases.get(PREVIOUS)
         if current is None:

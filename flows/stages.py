@@ -11,7 +11,8 @@ the flow run at the end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,10 @@ import pandas as pd
 from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.tasks import exponential_backoff
 
 from flows.probe import ModelProbe
@@ -332,3 +336,37 @@ def link_lineage(tracker: Tracker, model_name: str, version: str, url: str | Non
 def prefect_run_url(config: ProjectConfig) -> str:
     run_id = runtime.flow_run.id
     return f"{config.stack.ui_url}/runs/flow-run/{run_id}" if run_id else ""
+
+
+# -- one at a time: a Prefect global concurrency limit of one slot ------------------------
+
+
+def ensure_lock(name: str) -> None:
+    """Create the limit (one slot) if missing: `concurrency()` does not wait on a limit that
+    does not exist, and a widened or disabled limit would let two holders overlap."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                return
+            except ObjectAlreadyExists:  # another run created it a moment ago
+                limit = client.read_global_concurrency_limit_by_name(name)
+        if limit.limit != 1 or not limit.active:
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+
+
+@contextmanager
+def hold_lock(name: str, timeout_seconds: float, busy: MlopsError) -> Iterator[None]:
+    """Hold the slot, or raise `busy` after `timeout_seconds`; strict: a missing limit is an
+    error, never a free pass."""
+    stack = ExitStack()
+    try:
+        stack.enter_context(concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True))
+    except TimeoutError:
+        raise busy from None
+    with stack:
+        yield

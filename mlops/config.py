@@ -7,6 +7,7 @@ in the YAML file; nothing in `tasks/` or `flows/` knows which dataset it is work
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from pathlib import Path
@@ -331,6 +332,37 @@ class PromotionConfig(Strict):
     approval: ApprovalConfig = ApprovalConfig()
 
 
+class RolloutConfig(Strict):
+    """`mlops rollout`: the canary's steps, how long each holds, and the guardrails the
+    challenger's live traffic must keep against the champion's while it does."""
+
+    shares: list[float] = [0.05, 0.25, 0.5, 1.0]  # of the routing keys, increasing, the last 1.0
+    min_requests: int = Field(500, ge=1)  # challenger rows a step must score before it passes
+    min_seconds: float = Field(300.0, ge=0)  # and the time it holds at least
+    max_seconds: float = Field(3600.0, gt=0)  # too little traffic by then: rolled back
+    check_seconds: float = Field(10.0, gt=0)  # how often the guardrails are read
+    service_url: str | None = None  # the service the guardrails read; empty: http://host:port
+    min_calls: int = Field(20, ge=1)  # scoring calls per arm before error rate and latency count
+    max_error_rate_increase: float = Field(0.01, ge=0)  # challenger's failed-call rate minus champion's
+    max_p99_latency_ratio: float = Field(2.0, gt=1)  # challenger's p99 scoring latency / champion's
+    min_score_rows: int = Field(100, ge=10)  # logged scores per arm before the drift check counts
+    max_score_ks: float | None = Field(0.3, gt=0, le=1)  # KS distance between the arms' scores
+    # Once labels have joined: breach when the gain's CI lies wholly below -max_quality_loss.
+    quality_min_rows: int = Field(200, ge=30)
+    max_quality_loss: float = Field(0.0, ge=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    bootstrap_resamples: int = Field(500, ge=100)
+
+    @field_validator("shares")
+    @classmethod
+    def _increasing_to_one(cls, shares: list[float]) -> list[float]:
+        if not shares or any(not 0 < s <= 1 for s in shares):
+            raise ValueError("each share must be in (0, 1]")
+        if any(b <= a for a, b in itertools.pairwise(shares)) or shares[-1] != 1.0:
+            raise ValueError(f"shares must increase and end at 1.0 (got {shares})")
+        return shares
+
+
 class ServingConfig(Strict):
     """The prediction service (`mlops serve`): where it listens, how it splits traffic
     between champion and challenger, and where it logs every prediction."""
@@ -356,6 +388,12 @@ class ServingConfig(Strict):
     max_body_bytes: int = Field(32 * 2**20, ge=1024)  # request body; more is a 413
     batch_max_rows: int = Field(2048, ge=1)  # concurrent requests are scored together up to this
     batch_wait_ms: float = Field(0.0, ge=0, le=100)  # extra wait to gather a micro-batch
+    rollout: RolloutConfig = RolloutConfig()
+
+    @property
+    def url(self) -> str:
+        """Where the rollout reads the service's counters."""
+        return (self.rollout.service_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def labelled_log_location(self) -> str:

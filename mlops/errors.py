@@ -39,3 +39,7 @@ class ServiceUnavailableError(MlopsError):
 
 class PromotionError(MlopsError):
     """A promotion or rollback cannot go ahead (no challenger, nothing to roll back to, lock held)."""
+
+
+class RolloutError(MlopsError):
+    """A progressive canary cannot start (no challenger, wrong serving mode, one already running)."""

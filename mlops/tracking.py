@@ -270,15 +270,32 @@ class Tracker:
     # -- aliases, version tags and decision runs (promotion, rollback) ------------------
     def aliases(self, model_name: str) -> dict[str, str]:
         """Alias -> version of a registered model; empty when the model does not exist yet."""
+        return self.registry_state(model_name)[0]
+
+    def registry_state(self, model_name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """A registered model's aliases (alias -> version) and its own tags, in one call;
+        both empty when the model does not exist yet."""
         from mlflow.exceptions import MlflowException
 
         try:
             model = self.client.get_registered_model(model_name)
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return {}
+                return {}, {}
             raise
-        return {alias: str(version) for alias, version in model.aliases.items()}
+        return {alias: str(version) for alias, version in model.aliases.items()}, dict(model.tags)
+
+    def set_model_tag(self, model_name: str, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(model_name, key, value)
+
+    def delete_model_tag(self, model_name: str, key: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_registered_model_tag(model_name, key)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
 
     def model_version(self, model_name: str, version: str) -> ModelVersionInfo | None:
         from mlflow.exceptions import MlflowException

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +28,7 @@ import pandas as pd
 from mlops.errors import MlopsError
 from mlops.names import CHALLENGER, CHAMPION
 from mlops.objective import BINARY, Objective
+from mlops.rollout import RolloutState
 
 logger = logging.getLogger("serving.models")
 MAX_RETRY_SECONDS = 300.0
@@ -100,7 +101,7 @@ class ServingModels:
 class ModelSource(Protocol):
     """Where registered versions come from (the MLflow registry in production)."""
 
-    def aliases(self) -> dict[str, str]: ...
+    def registry_state(self) -> tuple[dict[str, str], dict[str, str]]: ...  # aliases, model tags
     def load(self, version: str) -> LoadedModel: ...
 
 
@@ -132,9 +133,9 @@ class RegistrySource:
             self._tracker = Tracker(self.tracking_uri, self.experiment)  # checks the server answers
         return self._tracker
 
-    def aliases(self) -> dict[str, str]:
+    def registry_state(self) -> tuple[dict[str, str], dict[str, str]]:
         try:
-            return self.tracker.aliases(self.model_name)
+            return self.tracker.registry_state(self.model_name)
         except Exception:
             self._tracker = None
             raise
@@ -210,6 +211,7 @@ class WatcherStatus:
     last_poll_at: datetime | None = None
     last_poll_error: str | None = None  # the registry could not be asked
     aliases: dict[str, str] = field(default_factory=dict)
+    rollout: RolloutState | None = None  # a progressive canary's recorded step (`mlops rollout`)
     failures: dict[str, LoadFailure] = field(default_factory=dict)  # by alias, while unresolved
 
 
@@ -239,7 +241,7 @@ class ModelWatcher:
     def _poll(self) -> ServingModels:
         status = self.status
         try:
-            aliases = self.source.aliases()
+            aliases, tags = self.source.registry_state()
         except Exception as exc:  # the registry is down or refuses: keep serving what is loaded
             status.last_poll_error = f"cannot read the registry aliases: {exc}"
             status.last_poll_at = datetime.now(UTC)
@@ -248,6 +250,7 @@ class ModelWatcher:
         status.last_poll_error = None
         status.last_poll_at = datetime.now(UTC)
         status.aliases = {a: v for a, v in aliases.items() if a in (CHAMPION, CHALLENGER)}
+        status.rollout = RolloutState.from_tags(tags)
 
         current = self.models
         loaded = {m.version: m for m in (current.champion, current.challenger) if m is not None}
@@ -299,6 +302,11 @@ class ModelWatcher:
         self.status.failures.pop(alias, None)
         return model
 
+    def rollout_share(self, challenger_version: str | None) -> float | None:
+        """The canary share the registry records for this challenger, if a rollout set one."""
+        rollout = self.status.rollout
+        return None if rollout is None else rollout.share_for(challenger_version)
+
     # -- the background thread ------------------------------------------------------------
     def start(self) -> None:
         # A thread, not an asyncio task: a registry that hangs must not hold up the event
@@ -325,6 +333,7 @@ class ModelWatcher:
             "champion": models.champion.describe(CHAMPION) if models.champion else None,
             "challenger": models.challenger.describe(CHALLENGER) if models.challenger else None,
             "registry_aliases": status.aliases,
+            "rollout": None if status.rollout is None else asdict(status.rollout),
             "last_poll_at": status.last_poll_at.isoformat(timespec="seconds")
             if status.last_poll_at
             else None,

@@ -180,7 +180,10 @@ async def model(request: Request) -> Response:
             "threshold": service.config.training.threshold,
             "mode": mode,
             "configured_mode": settings.mode,
-            "challenger_share": {"canary": settings.canary_share, "ab": settings.ab_split}.get(mode),
+            "challenger_share": {
+                "canary": service.scorer.canary_share(under_test and under_test.version),
+                "ab": settings.ab_split,
+            }.get(mode),
             "note": note,
             "models": service.watcher.describe(),
             "scoring": service.scorer.describe(),

@@ -35,6 +35,7 @@ from mlops.config import ServingConfig
 from mlops.names import CHALLENGER, CHAMPION
 from mlops.objective import Objective
 from mlops.prediction_log import log_batch
+from serving.arm_stats import ArmCounters
 from serving.interleaving import ranking, ranks_of, request_seed, team_draft
 from serving.models import LoadedModel, ModelWatcher
 from serving.predlog import PredictionLog
@@ -176,6 +177,7 @@ class Scorer:
         self.shadow_skipped_rows = 0
         self.shadow_errors = 0
         self.last_shadow_error: str | None = None
+        self.arm_counters = ArmCounters()  # per-arm calls, errors and latency: the rollout's guardrails
 
     # -- lifecycle (inside the event loop) --------------------------------------------------
     def start(self) -> None:
@@ -304,7 +306,8 @@ class Scorer:
             raise NoModelError("no model is loaded yet")
         challenger = models.under_test
         s = self.settings
-        plan = RoutingPlan.for_models(s.mode, s.canary_share, s.ab_split, challenger and challenger.version)
+        version = challenger and challenger.version
+        plan = RoutingPlan.for_models(s.mode, self.canary_share(version), s.ab_split, version)
         records = items[0].records if len(items) == 1 else list(chain.from_iterable(i.records for i in items))
         sizes = [len(i.records) for i in items]
         n = len(records)
@@ -394,10 +397,21 @@ class Scorer:
                 chunks.append(_Chunk(model, arm, rows, [records[i] for i in rows]))
         return chunks
 
+    def canary_share(self, challenger_version: str | None) -> float:
+        """The share a rollout recorded in the registry for this challenger, else the config's."""
+        recorded = self.watcher.rollout_share(challenger_version)
+        return self.settings.canary_share if recorded is None else recorded
+
     def _score_chunk(self, chunk: _Chunk) -> None:
-        """On a scoring thread: build the chunk's columns and score them."""
-        chunk.columns, chunk.keys = self.schema.to_columns(chunk.records)
-        chunk.scores = chunk.model.score_columns(chunk.columns)
+        """On a scoring thread: build the chunk's columns and score them, timed per arm."""
+        started = time.perf_counter()
+        failed = True
+        try:
+            chunk.columns, chunk.keys = self.schema.to_columns(chunk.records)
+            chunk.scores = chunk.model.score_columns(chunk.columns)
+            failed = False
+        finally:
+            self.arm_counters.record(chunk.arm, len(chunk.rows), time.perf_counter() - started, failed)
 
     # -- after the answers: the log and the shadow ------------------------------------------
     def _in_background(
@@ -484,4 +498,5 @@ class Scorer:
             "shadow_skipped_rows": self.shadow_skipped_rows,
             "shadow_errors": self.shadow_errors,
             "last_shadow_error": self.last_shadow_error,
+            "by_arm": self.arm_counters.describe(),
         }

@@ -147,7 +147,14 @@ def test_deployments_carry_their_schedules_trigger_and_defaults(
     with get_client(sync_client=True) as client:
         found = {
             name: client.read_deployment_by_name(f"{name}/{project}")
-            for name in ("training-pipeline", "monitoring", "retraining", "promotion", "ground-truth")
+            for name in (
+                "training-pipeline",
+                "monitoring",
+                "retraining",
+                "promotion",
+                "ground-truth",
+                "rollout",
+            )
         }
         automations = client.read_automations_by_name(f"retrain {MODEL} on drift")
     for deployment in found.values():
@@ -159,6 +166,7 @@ def test_deployments_carry_their_schedules_trigger_and_defaults(
         "retraining": [config.monitoring.retraining_cron],
         "promotion": [],
         "ground-truth": [],
+        "rollout": [],
     }
     assert found["retraining"].global_concurrency_limit is not None
     (automation,) = automations

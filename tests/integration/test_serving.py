@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,23 @@ import pytest
 import uvicorn
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from prefect.client.orchestration import get_client
 
 from flows.ground_truth import GroundTruthRequest, ground_truth
+from flows.rollout import BREACHED_EVENT, RolloutRequest, rollout
 from flows.training import TrainingRequest, training_pipeline
 from mlops.clients import client_settings
-from mlops.config import CandidateConfig, ProjectConfig, ServingConfig, save_config
+from mlops.config import (
+    CandidateConfig,
+    ProjectConfig,
+    RolloutConfig,
+    ServingConfig,
+    load_config,
+    save_config,
+)
+from mlops.errors import RolloutError
 from mlops.prediction_log import read_prediction_log
+from mlops.rollout import ROLLOUT_TAG, RolloutState
 from mlops.storage import Store, open_store
 from serving.app import create_app
 from serving.routing import RoutingPlan
@@ -103,9 +115,9 @@ def june(config: ProjectConfig, sampled_landing: Store) -> pd.DataFrame:
 
 @contextmanager
 def running_service(config: ProjectConfig, **serving: Any) -> Iterator[str]:
-    """The app under uvicorn on a free port, in a thread; yields its base URL."""
+    """The app under uvicorn on a free port (or `port=`), in a thread; yields its base URL."""
+    port = serving.setdefault("port", free_port())
     updated = config.model_copy(update={"serving": config.serving.model_copy(update=serving)})
-    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(updated), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -671,3 +683,202 @@ def test_a_full_prediction_log_refuses_requests_with_a_503_and_loses_no_row(
     # Every answered request's rows are in the log, and no refused request's.
     assert len(log) == 10 * len(answered)
     assert set(answered[:-1]) <= set(log["request_id"])
+
+
+# -- progressive canary: `mlops rollout` against this service ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def forest_to_may(stack, config: ProjectConfig, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A forest trained on 2013-01..05 like the logistic champion, so the promotion gates that
+    end a rollout judge both on June, which neither saw."""
+    return train_to_may(config, FOREST, tmp_path_factory.mktemp("forest-may"))
+
+
+@pytest.fixture(scope="module")
+def slow_forest(stack, config: ProjectConfig, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same forest with 12x the trees: a call to it costs about 12x the champion's, by
+    construction (each tree is its own `predict` call on the compiled path)."""
+    many_trees = FOREST.model_copy(update={"params": {**FOREST.params, "n_estimators": 480}})
+    return train_to_may(config, many_trees, tmp_path_factory.mktemp("slow-forest"))
+
+
+def train_to_may(config: ProjectConfig, candidate: CandidateConfig, folder: Path) -> str:
+    training = config.training.model_copy(update={"candidates": [BASELINE, candidate]})
+    path = save_config(config.model_copy(update={"training": training}), folder / "mlops.yaml")
+    with client_settings(config):
+        outcome = training_pipeline(TrainingRequest(start="2013-01", end="2013-05", config_path=str(path)))
+    return outcome.model_version
+
+
+class Traffic:
+    """Clients sending June's flights (with their keys, so June's labels join) until stopped."""
+
+    def __init__(self, url: str, june: pd.DataFrame, records_per_request: int = 5) -> None:
+        self.url, self.records = url, to_records(june)
+        self.per_request = records_per_request
+        self.stopped = threading.Event()
+        self.statuses: list[int] = []
+        self.thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def _run(self) -> None:
+        rng = np.random.default_rng(5)
+        with httpx.Client(timeout=30) as client:
+            while not self.stopped.is_set():
+                chosen = [self.records[i] for i in rng.choice(len(self.records), self.per_request)]
+                try:
+                    self.statuses.append(client.post(f"{self.url}/predict", json=chosen).status_code)
+                except httpx.HTTPError:  # the service is restarting
+                    self.statuses.append(0)
+                    time.sleep(0.2)
+                time.sleep(0.01)
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join(30)
+
+
+def rollout_config(config: ProjectConfig, folder: Path, port: int, **rollout: Any) -> Path:
+    settings = {
+        "shares": [0.25, 1.0],
+        "min_requests": 60,
+        "min_seconds": 2.0,
+        "max_seconds": 150.0,
+        "check_seconds": 0.5,
+        "service_url": f"http://127.0.0.1:{port}",
+        "quality_min_rows": 30,
+        **rollout,
+    }
+    serving = config.serving.model_copy(
+        update={
+            "mode": "canary",
+            "port": port,
+            "prediction_log_uri": str(folder / "predictions"),
+            "rollout": RolloutConfig(**settings),
+        }
+    )
+    return save_config(config.model_copy(update={"serving": serving}), folder / "mlops.yaml")
+
+
+def share_of(url: str) -> tuple[str | None, float | None]:
+    try:
+        info = httpx.get(f"{url}/model", timeout=10).json()
+    except httpx.HTTPError:
+        return None, None
+    return (info["models"]["challenger"] or {}).get("version"), info["challenger_share"]
+
+
+def test_a_rollout_that_holds_its_guardrails_survives_a_service_restart_and_promotes(
+    config: ProjectConfig,
+    registry: MlflowClient,
+    versions: dict[str, str],
+    forest_to_may: str,
+    june: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    champion, challenger = versions["logistic"], forest_to_may
+    set_aliases(registry, champion=champion, challenger=challenger, previous=None)
+    port = free_port()
+    path = rollout_config(config, tmp_path, port, min_seconds=8.0)  # the restart falls in step 1
+    served = load_config(path)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        with client_settings(config):
+            outcome["rollout"] = rollout(RolloutRequest(config_path=str(path)))
+
+    flow_thread = threading.Thread(target=run, name="rollout", daemon=True)
+    with running_service(served, port=port) as url, Traffic(url, june) as traffic:
+        flow_thread.start()
+        wait_for(lambda: share_of(url) == (challenger, 0.25), "the service to route 25% to the challenger")
+        with client_settings(config), pytest.raises(RolloutError, match="another rollout"):
+            rollout(RolloutRequest(config_path=str(path)))  # one at a time
+    # The service went down mid-step (the traffic's clients see refused connections); a new
+    # process starts from the registry and comes back at the share recorded there.
+    with running_service(served, port=port) as url, Traffic(url, june) as traffic:
+        recorded = RolloutState.from_tags(registry.get_registered_model(MODEL).tags)
+        assert recorded is not None and (recorded.version, recorded.share) == (challenger, 0.25)
+        assert share_of(url) == (challenger, 0.25)
+        flow_thread.join(300)
+    assert not flow_thread.is_alive(), "the rollout did not finish within 300 s"
+    assert 200 in traffic.statuses
+
+    result = outcome["rollout"]
+    assert result.result == "promoted", result.reason
+    assert [(s.step, s.share, s.outcome) for s in result.steps] == [(1, 0.25, "passed"), (2, 1.0, "passed")]
+    for step in result.steps:
+        checks = {g.name: g for g in step.guardrails}
+        assert step.challenger_rows >= 60
+        assert checks["rollout.error_rate"].passed and checks["rollout.p99_latency_ratio"].passed
+        assert checks["rollout.score_ks"].status == "passed"
+    # The last step had June's labels joined: live quality was judged, on the canary's own rows.
+    assert result.steps[-1].guardrails[-1].status == "passed"
+    assert registry.get_registered_model(MODEL).aliases["champion"] == challenger
+    assert ROLLOUT_TAG not in registry.get_registered_model(MODEL).tags
+    runs = registry.search_runs(
+        [registry.get_experiment_by_name(config.registry.experiment).experiment_id],
+        f"tags.pipeline = 'rollout' and tags.model_version = '{challenger}'",
+    )
+    assert sorted(r.data.params["share"] for r in runs) == ["0.25", "1.0"]
+    assert all(r.data.metrics["challenger_rows"] >= 60 for r in runs)
+
+
+def test_a_slow_challenger_breaches_the_latency_guardrail_and_is_rolled_out_within_one_step(
+    config: ProjectConfig,
+    registry: MlflowClient,
+    versions: dict[str, str],
+    slow_forest: str,
+    june: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    champion, challenger = versions["forest"], slow_forest
+    set_aliases(registry, champion=champion, challenger=challenger)
+    port = free_port()
+    path = rollout_config(config, tmp_path, port, shares=[0.5, 1.0], max_score_ks=None, min_seconds=60.0)
+    since = datetime.now(UTC)
+    with running_service(load_config(path), port=port) as url, Traffic(url, june):
+        with client_settings(config):
+            result = rollout(RolloutRequest(config_path=str(path)))
+        wait_for(lambda: share_of(url) == (None, None), "the service to drop the challenger")
+
+    assert result.result == "rolled_back"
+    (step,) = result.steps  # rolled out within the first step, before its 60 s were up
+    assert step.outcome == "breached" and step.seconds < 60
+    (breach,) = [g for g in step.guardrails if not g.skipped and not g.passed]
+    assert breach.name == "rollout.p99_latency_ratio" and breach.value > 2.0
+    assert "challenger" not in registry.get_registered_model(MODEL).aliases
+    tags = registry.get_model_version(MODEL, challenger).tags
+    assert tags["rollout"] == "rolled_back" and "p99" in tags["rollout.reason"]
+    events = prefect_events(config, BREACHED_EVENT, f"mlflow.model-version.{MODEL}.{challenger}", since)
+    assert events and "p99" in events[0]["payload"]["reason"]
+    with client_settings(config), pytest.raises(RolloutError, match="no version with alias 'challenger'"):
+        rollout(RolloutRequest(config_path=str(path)))
+
+
+def prefect_events(
+    config: ProjectConfig, name: str, resource_id: str, since: datetime, timeout: float = 30
+) -> list[dict]:
+    """Events of this name about one resource, waiting for the client's background sender."""
+    query = {
+        "filter": {
+            "event": {"name": [name]},
+            "occurred": {
+                "since": since.isoformat(),
+                "until": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+            },
+            "resource": {"id": [resource_id]},
+        },
+        "limit": 10,
+    }
+    deadline = time.monotonic() + timeout
+    with client_settings(config):
+        while True:
+            with get_client(sync_client=True) as client:
+                found = client.request("POST", "/events/filter", json=query).json()["events"]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)

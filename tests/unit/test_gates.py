@@ -490,7 +490,7 @@ def test_too_few_live_rows_reject_or_skip_as_configured() -> None:
 
 
 def test_groups_all_under_min_rows_skip_the_fairness_gates_instead_of_failing_the_run() -> None:
-    carrier, y, challenger, champion = _groups_problem()
+    carrier, y, challenger, _champion = _groups_problem()
     settings = FairnessGateConfig(
         groups=["carrier"], min_rows=5000, max_demographic_parity_difference=0.1, max_metric_gap=0.1
     )

@@ -16,14 +16,15 @@ from serving.models import LoadedModel, ModelWatcher
 class Registry:
     def __init__(self) -> None:
         self.alias_map: dict[str, str] = {}
+        self.model_tags: dict[str, str] = {}
         self.broken: set[str] = set()
         self.loads: list[str] = []
         self.down = False
 
-    def aliases(self) -> dict[str, str]:
+    def registry_state(self) -> tuple[dict[str, str], dict[str, str]]:
         if self.down:
             raise ConnectionError("registry unreachable")
-        return dict(self.alias_map)
+        return dict(self.alias_map), dict(self.model_tags)
 
     def load(self, version: str) -> LoadedModel:
         self.loads.append(version)
@@ -147,3 +148,24 @@ def test_the_background_thread_follows_the_registry(registry: Registry, watcher)
     finally:
         watcher.stop()
     assert watcher.describe()["champion"]["version"] == "1"
+
+
+def test_the_rollout_share_is_read_on_each_poll_for_its_challenger_only(
+    registry: Registry, watcher: ModelWatcher
+) -> None:
+    from mlops.rollout import ROLLOUT_TAG, RolloutState
+
+    registry.alias_map = {"champion": "1", "challenger": "2"}
+    registry.model_tags = {ROLLOUT_TAG: RolloutState("2", 0.25, 2, 4, "2026-12-07T10:00:00+00:00").to_tag()}
+    watcher.poll_once()
+    assert watcher.rollout_share("2") == 0.25 and watcher.rollout_share("3") is None
+    registry.model_tags = {ROLLOUT_TAG: RolloutState("2", 0.5, 3, 4, "2026-12-07T10:00:00+00:00").to_tag()}
+    watcher.poll_once()
+    assert watcher.rollout_share("2") == 0.5
+    registry.down = True  # the registry cannot be asked: the share last read stands
+    watcher.poll_once()
+    assert watcher.rollout_share("2") == 0.5
+    registry.down = False
+    registry.model_tags = {}
+    watcher.poll_once()
+    assert watcher.rollout_share("2") is None
