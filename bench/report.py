@@ -216,6 +216,23 @@ def section_serving(r: dict[str, Any | None], plots: Path, rel: str) -> list[str
         " writing every prediction to the Parquet log.",
         "",
     ]
+    if s.get("modes"):
+        lines += [
+            "Testing a challenger in production, `mlops serve` alone, single-row requests at"
+            f" {s['modes'][0]['connections']} connections; the challenger is a copy of the champion, so"
+            " the figures show what each mode costs, not a model's speed (canary: half the requests to"
+            " each arm; shadow: the challenger scores every request after the answer; interleave: both"
+            " arms rank the record):",
+            "",
+            "| mode, endpoint | req/s | p50 ms | p99 ms | errors |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for m in s["modes"]:
+            lines.append(
+                f"| {m['scenario']} | {_n(m['requests_per_second'], 1)} | {_n(m['p50_ms'], 1)} |"
+                f" {_n(m['p99_ms'], 1)} | {m['errors']} |"
+            )
+        lines.append("")
     return lines
 
 

@@ -11,6 +11,11 @@ idle), each scenario `--repeats` times, keeping the median run:
 - single-row requests at 1 and at 16 concurrent connections: requests/s, p50, p99
 - 10,000-row requests at 1 connection: rows/s, p50, p99
 
+Then `mlops serve` alone in each way of testing a challenger (a copy of the champion
+registered as `challenger`, so both arms score): single-row requests at 16 connections in
+modes none, canary (half the requests to each arm) and shadow on `/predict`, and `/rank`
+of one record in modes none and interleave (both arms rank it).
+
 The machine may be shared: the load average is printed beside every run, since other
 processes on the same cores move the figures.
 
@@ -152,6 +157,7 @@ def bodies(config: Any) -> dict[str, bytes]:
         "mlflow-split": split.encode(),
         "mlops-arrow.arrow": to_arrow_stream(many),
         "mlflow-arrow": split.encode(),
+        "mlops-rank": json.dumps({"records": [{**one[0], "key": "bench-1"}], "k": 1}).encode(),
         "check-mlops": json.dumps({"records": to_records(features.head(50))}).encode(),
         "check-mlflow": json.dumps({"dataframe_records": to_records(features.head(50))}).encode(),
     }
@@ -405,6 +411,69 @@ def print_report(results: dict[tuple[str, str], Measurement]) -> None:
         print(f"\n{errors} requests failed: the figures above are not valid")
 
 
+# -- the ways of testing a challenger, `mlops serve` alone -------------------------------------
+
+# (label, serving.mode, endpoint, body)
+MODES = [
+    ("none, /predict", "none", "predict", "mlops-one"),
+    ("canary 50%, /predict", "canary", "predict", "mlops-one"),
+    ("shadow, /predict", "shadow", "predict", "mlops-one"),
+    ("none, /rank k=1", "none", "rank", "mlops-rank"),
+    ("interleave, /rank k=1", "interleave", "rank", "mlops-rank"),
+]
+MODE_CONNECTIONS = 16
+
+
+def register_challenger(config: Any, version: str) -> str:
+    """The champion's model copied to a new version under `challenger`: both arms then score
+    with the same work, so the figures show what the mode costs, not a model's speed."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(config.stack.tracking_uri)
+    name = config.registry.model_name
+    try:
+        found = client.get_model_version_by_alias(name, "challenger").version
+        if str(found) != version:
+            return str(found)
+    except Exception:
+        pass
+    copy = client.copy_model_version(f"models:/{name}/{version}", name)
+    client.set_registered_model_alias(name, "challenger", copy.version)
+    return str(copy.version)
+
+
+def run_modes(
+    config: Any, workdir: Path, paths: dict[str, Path], seconds: float, repeats: int
+) -> dict[str, Measurement]:
+    """Each mode in its own `mlops serve` process (one worker), measured `repeats` times; the
+    lower median is kept."""
+    from mlops.config import save_config
+    from tests.ports import free_port
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": config.stack.tracking_uri, "PYTHONWARNINGS": "ignore"}
+    results: dict[str, Measurement] = {}
+    for mode in dict.fromkeys(m for _, m, _, _ in MODES):
+        port = free_port()
+        serving = config.serving.model_copy(update={"mode": mode, "canary_share": 0.5, "port": port})
+        path = save_config(config.model_copy(update={"serving": serving}), workdir / f"mlops-{mode}.yaml")
+        command = [sys.executable, "-m", "app.cli", "--config", str(path), "serve", "--workers", "1"]
+        server = start_server(command, env, workdir / f"serve-{mode}.log", f"http://127.0.0.1:{port}/ready")
+        try:
+            for label, _, endpoint, body in (m for m in MODES if m[1] == mode):
+                url = f"http://127.0.0.1:{port}/{endpoint}"
+                runs = [measure(url, paths[body], MODE_CONNECTIONS, seconds, workdir) for _ in range(repeats)]
+                results[label] = sorted(runs, key=lambda m: m.requests_per_second)[(len(runs) - 1) // 2]
+                m = results[label]
+                print(
+                    f"  {label:24s} {m.requests_per_second:8.1f} req/s  p50 {m.p50_ms:6.1f} ms  p99"
+                    f" {m.p99_ms:6.1f} ms  ({m.requests} requests, {m.errors} errors; load {load_average()})",
+                    flush=True,
+                )
+        finally:
+            stop_server(server)
+    return results
+
+
 def latency_samples(url: str, body: Path, count: int) -> list[float]:
     """`count` single-row requests one after the other on one connection: every latency, in ms."""
     content, headers = body.read_bytes(), {"content-type": "application/json"}
@@ -423,6 +492,7 @@ def save(
     version: str,
     results: dict[tuple[str, str], Measurement],
     samples: dict[str, list[float]],
+    modes: dict[str, Measurement],
 ) -> None:
     from bench.common import write_result
 
@@ -453,6 +523,18 @@ def save(
             "load_generator": "wrk" if shutil.which("wrk") else "httpx (asyncio)",
             "scenarios": scenarios,
             "latency_samples_ms": samples,
+            "modes": [
+                {
+                    "scenario": label,
+                    "connections": MODE_CONNECTIONS,
+                    "requests_per_second": modes[label].requests_per_second,
+                    "p50_ms": modes[label].p50_ms,
+                    "p99_ms": modes[label].p99_ms,
+                    "requests": modes[label].requests,
+                    "errors": modes[label].errors,
+                }
+                for label, _, _, _ in MODES
+            ],
         },
     )
 
@@ -511,7 +593,13 @@ def main() -> None:
             server: latency_samples(urls[server], paths[f"{server}-one"], args.samples)
             for server in ("mlops", "mlflow")
         }
-        save(args, config, version, results, samples)
+        stop_server(servers.pop(0))  # the modes run one `mlops serve` at a time, beside mlflow idle
+        challenger = register_challenger(config, version)
+        print(
+            f"\nmodes: challenger v{challenger} (a copy of v{version}), 1 row, {MODE_CONNECTIONS} connections"
+        )
+        modes = run_modes(config, workdir, paths, args.seconds, args.repeats)
+        save(args, config, version, results, samples, modes)
     finally:
         for proc in servers:
             stop_server(proc)
