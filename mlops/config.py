@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from mlops.errors import ConfigError
+from mlops.expressions import ExpressionError, parse_expression
 from mlops.periods import Cadence, Periods
 
 
@@ -168,8 +169,19 @@ class TargetConfig(Strict):
 class FeaturesConfig(Strict):
     numeric: list[str]
     categorical: list[str] = []
-    derived: dict[str, str] = {}  # new column -> pandas expression over joined columns
+    derived: dict[str, str] = {}  # new column -> expression over joined columns (mlops/expressions.py)
     training_suite: str | None = None  # suite run on the labelled training frame
+
+    @field_validator("derived")
+    @classmethod
+    def _allowed_expressions(cls, derived: dict[str, str]) -> dict[str, str]:
+        """Refused at load, naming it: an expression outside the allowed operations."""
+        for name, text in derived.items():
+            try:
+                parse_expression(text)
+            except ExpressionError as exc:
+                raise ValueError(f"derived.{name}: {exc}") from None
+        return derived
 
     @property
     def columns(self) -> list[str]:

@@ -25,6 +25,7 @@ import pandas as pd
 from mlops import prediction_log
 from mlops.config import DataConfig, MonitoringConfig, ProjectConfig, TableSpec
 from mlops.errors import BadBatchError, ConfigError, LandingError
+from mlops.expressions import parse_expression
 from mlops.names import SNAPSHOTS_TAG, TRAINING_FINGERPRINT_TAG
 from mlops.objective import NAMES, NEEDS_TWO_CLASSES, Objective
 from mlops.periods import Periods
@@ -205,7 +206,7 @@ def build_current_frame(
         try:
             frame = add_derived(frame, {name: expression})
         except ConfigError as exc:
-            inputs = sorted(c for c in known if c in expression)
+            inputs = sorted(c for c in known if c in parse_expression(expression).columns)
             why = f"its input {inputs} is missing" if inputs else str(exc)
             issues.append(ColumnIssue(name, f"cannot be derived: {why}"))
     features = config.features

@@ -19,6 +19,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlops.config import FeaturesConfig, JoinSpec, ProjectConfig, TargetConfig
 from mlops.errors import BadBatchError, ConfigError
+from mlops.expressions import parse_expression
 
 PERIOD_COLUMN = "_period"  # which batch a row came from; drives the time-based split
 
@@ -64,13 +65,14 @@ def join_tables(batch: pd.DataFrame, dims: dict[str, pd.DataFrame], joins: list[
 
 
 def add_derived(frame: pd.DataFrame, derived: dict[str, str]) -> pd.DataFrame:
-    """Evaluate each configured expression (a pandas expression over existing columns)."""
+    """Evaluate each configured expression, in order (one may read an earlier one's column),
+    through the allowed operations of `mlops.expressions` (never `eval`)."""
     out = frame.copy()
-    for name, expression in derived.items():
+    for name, text in derived.items():
         try:
-            out[name] = out.eval(expression, engine="python")
-        except Exception as exc:  # pandas raises many types for a bad expression
-            raise ConfigError(f"features.derived.{name}: cannot evaluate {expression!r} ({exc})") from None
+            out[name] = parse_expression(text)(out)
+        except Exception as exc:  # a column missing or of the wrong type (e.g. .dt on numbers)
+            raise ConfigError(f"features.derived.{name}: cannot evaluate {text!r} ({exc})") from None
     return out
 
 
