@@ -42,6 +42,34 @@ def wait_final(flow_run_id: Any, timeout: float) -> Any:
             time.sleep(1)
 
 
+def find_events(name: str, since: Any, timeout: float = 30, **filters: Any) -> list[dict]:
+    """Prefect events of this name since `since` matching the filters (e.g. `resource=`,
+    `any_resource=`), read through the API; waits up to `timeout` s for the client's
+    background sender to deliver them."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+
+    query = {
+        "filter": {
+            "event": {"name": [name]},
+            "occurred": {
+                "since": since.isoformat(),
+                "until": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+            },
+            **filters,
+        },
+        "limit": 50,
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            found = client.request("POST", "/events/filter", json=query).json()["events"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def default_ports_taken() -> Iterator[list[int]]:
     """Every default port of the stack (each port setting of the repo's mlops.yaml) held for

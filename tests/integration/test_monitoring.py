@@ -8,7 +8,6 @@ that names what happened, never in a failed run.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from mlops.storage import Stores, open_store
 from mlops.tracking import Tracker
 from serving.samples import feature_frame
 from tasks.drift import CANNOT_JUDGE, DRIFT_RETRAIN, NO_DRIFT, PERFORMANCE_DROP_RETRAIN
+from tests.conftest import find_events
 from tests.integration.drift_setup import (
     copy_landing,
     drift_config,
@@ -97,25 +97,13 @@ def _artifacts(flow_run_id: str) -> dict[str, Artifact]:
 
 def events(name: str, batch: str, since: datetime, timeout: float = 30) -> list[dict]:
     """Events of this name for a batch, waiting for the client's background sender."""
-    query = {
-        "filter": {
-            "event": {"name": [name]},
-            "occurred": {
-                "since": since.isoformat(),
-                "until": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
-            },
-            "resource": {"id": [f"mlops.model.{MODEL}"]},  # other modules monitor the same bytes
-            "any_resource": {"labels": {"mlops.batch": [batch]}},
-        },
-        "limit": 50,
-    }
-    deadline = time.monotonic() + timeout
-    while True:
-        with get_client(sync_client=True) as client:
-            found = client.request("POST", "/events/filter", json=query).json()["events"]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
+    return find_events(
+        name,
+        since,
+        timeout,
+        resource={"id": [f"mlops.model.{MODEL}"]},  # other modules monitor the same bytes
+        any_resource={"labels": {"mlops.batch": [batch]}},
+    )
 
 
 def _run(config: ProjectConfig, folder: Path, **request) -> MonitoringOutcome:
