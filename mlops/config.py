@@ -356,7 +356,9 @@ class RolloutConfig(Strict):
     service_url: str | None = None  # the service the guardrails read; empty: http://host:port
     min_calls: int = Field(20, ge=1)  # scoring calls per arm before error rate and latency count
     max_error_rate_increase: float = Field(0.01, ge=0)  # challenger's failed-call rate minus champion's
-    max_p99_latency_ratio: float = Field(2.0, gt=1)  # challenger's p99 scoring latency / champion's
+    max_p99_scoring_ratio: float = Field(
+        2.0, gt=1
+    )  # p99 CPU time of a scoring call, challenger over champion
     min_score_rows: int = Field(100, ge=10)  # logged scores per arm before the drift check counts
     max_score_ks: float | None = Field(0.3, gt=0, le=1)  # KS distance between the arms' scores
     # Once labels have joined: breach when the gain's CI lies wholly below -max_quality_loss.

@@ -1,7 +1,11 @@
 """Per-arm scoring counters of one service process, for the rollout's guardrails.
 
 Each arm (champion, challenger) counts its scoring calls, rows and failed calls, and keeps
-a histogram of call latencies on fixed, geometric bucket bounds. Everything is cumulative
+a histogram of the calls' scoring time on fixed, geometric bucket bounds. Scoring time is
+the CPU time of the scoring thread during the call: both arms' calls of a batch run side by
+side on two threads, and on a wall clock the champion's calls would also count the time
+they wait for the interpreter while the challenger's run (measured: a challenger 12x the
+trees showed only 2.4x the champion's wall-clock p99). Everything is cumulative
 since the process started, so a reader takes the difference of two snapshots for any window
 (the rollout flow does, per step) and reads a percentile off the summed buckets: exact
 counts, and a percentile within one bucket's width (25%), at no cost per request beyond a
@@ -20,7 +24,7 @@ from typing import Any
 
 # Upper bounds in ms: 0.05 ms .. about 60 s, each 25% above the one before; the last bucket
 # counts everything beyond.
-LATENCY_BOUNDS_MS: tuple[float, ...] = tuple(round(0.05 * 1.25**i, 6) for i in range(64))
+SCORING_BOUNDS_MS: tuple[float, ...] = tuple(round(0.05 * 1.25**i, 6) for i in range(64))
 
 
 class ArmStats:
@@ -28,20 +32,20 @@ class ArmStats:
         self.calls = 0
         self.rows = 0
         self.errors = 0
-        self.latency_counts = [0] * (len(LATENCY_BOUNDS_MS) + 1)
+        self.scoring_ms_counts = [0] * (len(SCORING_BOUNDS_MS) + 1)
 
-    def record(self, rows: int, seconds: float, failed: bool) -> None:
+    def record(self, rows: int, cpu_seconds: float, failed: bool) -> None:
         self.calls += 1
         self.rows += rows
         self.errors += failed
-        self.latency_counts[bisect.bisect_left(LATENCY_BOUNDS_MS, seconds * 1000.0)] += 1
+        self.scoring_ms_counts[bisect.bisect_left(SCORING_BOUNDS_MS, cpu_seconds * 1000.0)] += 1
 
     def describe(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
             "rows": self.rows,
             "errors": self.errors,
-            "latency_counts": list(self.latency_counts),
+            "scoring_ms_counts": list(self.scoring_ms_counts),
         }
 
 
@@ -55,14 +59,14 @@ class ArmCounters:
         started = datetime.now(UTC).isoformat(timespec="microseconds")
         self.process = f"{os.getpid()}-{uuid.uuid4().hex[:8]}@{started}"
 
-    def record(self, arm: str, rows: int, seconds: float, failed: bool) -> None:
+    def record(self, arm: str, rows: int, cpu_seconds: float, failed: bool) -> None:
         with self._lock:
             stats = self._arms.get(arm)
             if stats is None:
                 stats = self._arms[arm] = ArmStats()
-            stats.record(rows, seconds, failed)
+            stats.record(rows, cpu_seconds, failed)
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
             arms = {arm: stats.describe() for arm, stats in self._arms.items()}
-        return {"process": self.process, "latency_bounds_ms": list(LATENCY_BOUNDS_MS), "arms": arms}
+        return {"process": self.process, "scoring_bounds_ms": list(SCORING_BOUNDS_MS), "arms": arms}

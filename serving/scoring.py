@@ -403,15 +403,16 @@ class Scorer:
         return self.settings.canary_share if recorded is None else recorded
 
     def _score_chunk(self, chunk: _Chunk) -> None:
-        """On a scoring thread: build the chunk's columns and score them, timed per arm."""
-        started = time.perf_counter()
+        """On a scoring thread: build the chunk's columns and score them, timed per arm (the
+        thread's CPU time: see serving.arm_stats)."""
+        started = time.thread_time()
         failed = True
         try:
             chunk.columns, chunk.keys = self.schema.to_columns(chunk.records)
             chunk.scores = chunk.model.score_columns(chunk.columns)
             failed = False
         finally:
-            self.arm_counters.record(chunk.arm, len(chunk.rows), time.perf_counter() - started, failed)
+            self.arm_counters.record(chunk.arm, len(chunk.rows), time.thread_time() - started, failed)
 
     # -- after the answers: the log and the shadow ------------------------------------------
     def _in_background(

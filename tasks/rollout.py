@@ -38,16 +38,16 @@ class ArmWindow:
     calls: int = 0
     rows: int = 0
     errors: int = 0
-    latency_counts: tuple[int, ...] = ()
+    scoring_ms_counts: tuple[int, ...] = ()
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.calls if self.calls else 0.0
 
-    def latency_quantile_ms(self, bounds_ms: list[float], q: float) -> float | None:
+    def scoring_quantile_ms(self, bounds_ms: list[float], q: float) -> float | None:
         """The upper bound of the bucket holding quantile q (conservative: at most one
         bucket's width above the true value); None without calls."""
-        counts = np.asarray(self.latency_counts, dtype=np.int64)
+        counts = np.asarray(self.scoring_ms_counts, dtype=np.int64)
         total = int(counts.sum())
         if total == 0:
             return None
@@ -55,7 +55,7 @@ class ArmWindow:
         return float(bounds_ms[min(at, len(bounds_ms) - 1)])
 
     def as_metrics(self, prefix: str, bounds_ms: list[float]) -> dict[str, float]:
-        p99 = self.latency_quantile_ms(bounds_ms, 0.99)
+        p99 = self.scoring_quantile_ms(bounds_ms, 0.99)
         metrics = {
             f"{prefix}_calls": float(self.calls),
             f"{prefix}_rows": float(self.rows),
@@ -65,29 +65,31 @@ class ArmWindow:
 
 
 def _arm(counters: dict[str, Any] | None) -> dict[str, Any]:
-    return counters or {"calls": 0, "rows": 0, "errors": 0, "latency_counts": []}
+    return counters or {"calls": 0, "rows": 0, "errors": 0, "scoring_ms_counts": []}
 
 
 def _minus(now: dict[str, Any], before: dict[str, Any]) -> ArmWindow:
     now, before = _arm(now), _arm(before)
-    width = max(len(now["latency_counts"]), len(before["latency_counts"]))
+    width = max(len(now["scoring_ms_counts"]), len(before["scoring_ms_counts"]))
     pad = lambda v: np.pad(np.asarray(v, dtype=np.int64), (0, width - len(v)))  # noqa: E731
     return ArmWindow(
         calls=now["calls"] - before["calls"],
         rows=now["rows"] - before["rows"],
         errors=now["errors"] - before["errors"],
-        latency_counts=tuple(int(c) for c in pad(now["latency_counts"]) - pad(before["latency_counts"])),
+        scoring_ms_counts=tuple(
+            int(c) for c in pad(now["scoring_ms_counts"]) - pad(before["scoring_ms_counts"])
+        ),
     )
 
 
 def _plus(a: ArmWindow, b: ArmWindow) -> ArmWindow:
-    width = max(len(a.latency_counts), len(b.latency_counts))
+    width = max(len(a.scoring_ms_counts), len(b.scoring_ms_counts))
     pad = lambda v: np.pad(np.asarray(v, dtype=np.int64), (0, width - len(v)))  # noqa: E731
     return ArmWindow(
         a.calls + b.calls,
         a.rows + b.rows,
         a.errors + b.errors,
-        tuple(int(c) for c in pad(a.latency_counts) + pad(b.latency_counts)),
+        tuple(int(c) for c in pad(a.scoring_ms_counts) + pad(b.scoring_ms_counts)),
     )
 
 
@@ -109,7 +111,7 @@ class CounterWindow:
             # what it counts from now on can be told apart from earlier traffic.
             self.baselines[process] = {} if started >= self.opened_at else arms
         self.latest[process] = arms
-        self.bounds_ms = list(snapshot["latency_bounds_ms"])
+        self.bounds_ms = list(snapshot["scoring_bounds_ms"])
 
     def arm(self, name: str) -> ArmWindow:
         total = ArmWindow()
@@ -133,7 +135,7 @@ def guardrails(
     quality: OnlineEvidence | None,
     settings: RolloutConfig,
 ) -> list[GateResult]:
-    """The checks a step must hold: the challenger's error rate and p99 latency against the
+    """The checks a step must hold: the challenger's error rate and p99 scoring time against the
     champion's, the distance between their scores and, once labels joined, its live quality."""
     results = []
     enough = min(challenger.calls, champion.calls) >= settings.min_calls
@@ -163,15 +165,15 @@ def guardrails(
         results.append(skip("rollout.error_rate", few))
 
     if enough:
-        mine = challenger.latency_quantile_ms(bounds_ms, 0.99)
-        theirs = champion.latency_quantile_ms(bounds_ms, 0.99)
+        mine = challenger.scoring_quantile_ms(bounds_ms, 0.99)
+        theirs = champion.scoring_quantile_ms(bounds_ms, 0.99)
         assert mine is not None and theirs is not None
-        detail = f"p99 scoring latency {mine:.3g} ms vs the champion's {theirs:.3g} ms"
+        detail = f"p99 scoring time {mine:.3g} ms (CPU per call) vs the champion's {theirs:.3g} ms"
         results.append(
-            check("rollout.p99_latency_ratio", mine / theirs, "<=", settings.max_p99_latency_ratio, detail)
+            check("rollout.p99_scoring_ratio", mine / theirs, "<=", settings.max_p99_scoring_ratio, detail)
         )
     else:
-        results.append(skip("rollout.p99_latency_ratio", few))
+        results.append(skip("rollout.p99_scoring_ratio", few))
 
     mine_scores, their_scores = scores
     if settings.max_score_ks is None:

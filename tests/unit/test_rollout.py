@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from mlops.config import RolloutConfig
 from mlops.rollout import ROLLOUT_TAG, RolloutState
-from serving.arm_stats import LATENCY_BOUNDS_MS, ArmCounters
+from serving.arm_stats import SCORING_BOUNDS_MS, ArmCounters
 from tasks.gates import MetricComparison, OnlineEvidence
 from tasks.rollout import ArmWindow, CounterWindow, breached, guardrails, remaining_shares
 
@@ -63,7 +63,7 @@ def test_a_window_counts_what_happened_after_it_opened_in_every_process() -> Non
     champion, challenger = window.arm("champion"), window.arm("challenger")
     assert (champion.calls, champion.rows, champion.errors) == (5, 50, 0)
     assert (challenger.calls, challenger.rows, challenger.errors) == (2, 10, 1)
-    p99 = challenger.latency_quantile_ms(window.bounds_ms, 0.99)
+    p99 = challenger.scoring_quantile_ms(window.bounds_ms, 0.99)
     assert p99 is not None and 20.0 <= p99 < 20.0 * 1.25  # within one bucket above the truth
     assert window.arm("nobody") == ArmWindow(0, 0, 0, ())
 
@@ -77,12 +77,12 @@ def test_a_process_that_started_before_the_window_counts_from_its_first_sighting
 
 
 def arm(calls: int, errors: int, latency_s: float) -> ArmWindow:
-    counts = [0] * (len(LATENCY_BOUNDS_MS) + 1)
-    counts[int(np.searchsorted(LATENCY_BOUNDS_MS, latency_s * 1000))] = calls
+    counts = [0] * (len(SCORING_BOUNDS_MS) + 1)
+    counts[int(np.searchsorted(SCORING_BOUNDS_MS, latency_s * 1000))] = calls
     return ArmWindow(calls, calls * 10, errors, tuple(counts))
 
 
-BOUNDS = list(LATENCY_BOUNDS_MS)
+BOUNDS = list(SCORING_BOUNDS_MS)
 NO_SCORES = (np.empty(0), np.empty(0))
 
 
@@ -96,7 +96,7 @@ def test_a_healthy_challenger_holds_every_guardrail() -> None:
     results = guardrails(arm(100, 0, 0.002), arm(300, 0, 0.002), BOUNDS, scores, None, SETTINGS)
     assert statuses(results) == {
         "rollout.error_rate": "passed",
-        "rollout.p99_latency_ratio": "passed",
+        "rollout.p99_scoring_ratio": "passed",
         "rollout.score_ks": "passed",
         "rollout.quality_ci_high": "skipped",
     }
@@ -106,7 +106,7 @@ def test_a_healthy_challenger_holds_every_guardrail() -> None:
 def test_too_few_calls_skip_the_checks_rather_than_judge_on_noise() -> None:
     results = guardrails(arm(5, 1, 0.5), arm(300, 0, 0.002), BOUNDS, NO_SCORES, None, SETTINGS)
     assert statuses(results)["rollout.error_rate"] == "skipped"
-    assert statuses(results)["rollout.p99_latency_ratio"] == "skipped"
+    assert statuses(results)["rollout.p99_scoring_ratio"] == "skipped"
     assert statuses(results)["rollout.score_ks"] == "skipped"
 
 
@@ -114,7 +114,7 @@ def test_errors_latency_and_drift_each_breach() -> None:
     failing = guardrails(arm(100, 5, 0.002), arm(300, 0, 0.002), BOUNDS, NO_SCORES, None, SETTINGS)
     assert [g.name for g in breached(failing)] == ["rollout.error_rate"]
     slow = guardrails(arm(100, 0, 0.050), arm(300, 0, 0.002), BOUNDS, NO_SCORES, None, SETTINGS)
-    assert [g.name for g in breached(slow)] == ["rollout.p99_latency_ratio"]
+    assert [g.name for g in breached(slow)] == ["rollout.p99_scoring_ratio"]
     assert breached(slow)[0].value == pytest.approx(25, rel=0.3)
     rng = np.random.default_rng(1)
     shifted = (rng.uniform(0.5, 1.0, size=300), rng.uniform(0.0, 1.0, size=300))
