@@ -50,8 +50,8 @@ from mlops.prediction_log import (
 from mlops.rollout import ROLLOUT_TAG, RolloutState
 from mlops.storage import Stores
 from mlops.tracking import Tracker
-from tasks.gates import GateResult, online_evidence
-from tasks.rollout import CounterWindow, breached, guardrails, remaining_shares
+from tasks.gates import GateResult, OnlineEvidence, online_evidence
+from tasks.rollout import ArmWindow, CounterWindow, breached, guardrails, remaining_shares
 
 BREACHED_EVENT = "mlops.rollout.breached"
 STEP_EVENT = "mlops.rollout.step-passed"
@@ -151,7 +151,9 @@ def logged_scores(
     return mine[SCORE].to_numpy(dtype=float), theirs[SCORE].to_numpy(dtype=float)
 
 
-def live_quality(config: ProjectConfig, stores: Stores, version: str, champion: str, since: datetime) -> Any:
+def live_quality(
+    config: ProjectConfig, stores: Stores, version: str, champion: str, since: datetime
+) -> OnlineEvidence | None:
     """The challenger's gain on the labelled canary traffic of this rollout (labels landed so
     far joined to the log first), or None when nothing was logged."""
     settings = config.serving.rollout
@@ -198,7 +200,7 @@ def hold_step(
                 step, share, "", time.monotonic() - opened, 0, [], "service never took the share"
             )
         time.sleep(min(settings.check_seconds, 1.0))
-    started_at = datetime.now(UTC)
+    started_at, started = datetime.now(UTC), time.monotonic()
     window = CounterWindow(opened_at=started_at)
     while True:
         if info is not None:
@@ -207,7 +209,7 @@ def hold_step(
             champion_window.observe(counters)
         mine, theirs = window.arm(CHALLENGER), champion_window.arm(CHAMPION)
         scores = logged_scores(stores, version, champion, champion_window.opened_at, started_at)
-        elapsed = time.monotonic() - opened
+        elapsed = time.monotonic() - started
         held = mine.rows >= settings.min_requests and elapsed >= settings.min_seconds
         quality = live_quality(config, stores, version, champion, champion_window.opened_at) if held else None
         checks = guardrails(mine, theirs, window.bounds_ms, scores, quality, settings)
@@ -243,8 +245,8 @@ def record_step(
     version: str,
     champion: str,
     result: StepResult,
-    mine: Any,
-    theirs: Any,
+    mine: ArmWindow,
+    theirs: ArmWindow,
     bounds_ms: list[float],
 ) -> str:
     """One MLflow run per step: its live figures as metrics, its guardrails as a document."""
