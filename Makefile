@@ -13,7 +13,7 @@ END ?= 2013-06
 SAMPLE ?=
 MONITOR ?= 2013-07 2013-08 2013-09
 
-.PHONY: venv lock up down status seed train serve demo demo-monitor replay test reliability lint bench bench-tools bench-serving bench-drift
+.PHONY: venv lock up down status seed train serve demo demo-monitor replay test test-tools reliability lint bench bench-tools bench-serving bench-drift
 
 venv: $(STAMP)
 
@@ -72,7 +72,7 @@ replay: venv up
 	$(BIN)/mlops replay --start 2013-01 --end 2013-12
 
 # Lint first (seconds): a style slip fails here, named, before the half-hour suite runs.
-test: venv lint
+test: venv lint test-tools
 	$(BIN)/pytest -q tests -m "not long" --durations=25
 
 # Faults injected against the real components, the long load test included; prints the table
@@ -97,6 +97,13 @@ bench-serving: venv bench-tools
 
 # wrk (Debian's package) loads the servers from C: an asyncio load generator in Python takes
 # a core of the two the servers need. Without root or apt, the bench falls back to httpx.
+# The web page test drives a real headless browser: Debian's chromium (playwright cannot
+# download its own browsers here). Installed once; without root or apt it must be there already.
+test-tools:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || \
+		{ echo "chromium is not installed (apt-get install chromium): the web page test needs it"; exit 1; }
+
 bench-tools:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)); } || \

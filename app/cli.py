@@ -257,7 +257,8 @@ def serve(
     host, port = host or settings.host, port or settings.port
     console.print(
         f"serving {config.registry.model_name}@champion on http://{host}:{port}"
-        f" (mode {settings.mode}; docs at /docs; predictions logged to {settings.prediction_log_uri})"
+        f" (mode {settings.mode}; a web page at /, the API docs at /docs; predictions logged to"
+        f" {settings.prediction_log_uri})"
     )
     run_server(config, str(Path(ctx.obj).resolve()), host, port, workers or settings.workers)
 

@@ -30,6 +30,7 @@ from prefect.tasks import exponential_backoff
 from flows.probe import ModelProbe
 from mlops.config import ChampionGateConfig, ProjectConfig
 from mlops.errors import BadBatchError, MlopsError
+from mlops.names import artifact_key, lineage_artifact_key
 from mlops.objective import Objective
 from mlops.storage import Store, Stores
 from mlops.tracking import Tracker
@@ -298,15 +299,6 @@ def batch_fingerprint(config: ProjectConfig, sha256s: list[str]) -> str:
 
 
 # -- recording in Prefect ----------------------------------------------------------------
-
-
-def artifact_key(text: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return "".join(c if c.isalnum() else "-" for c in text.lower())[:60]
-
-
-def lineage_artifact_key(model_name: str, version: str) -> str:
-    return artifact_key(f"lineage-{model_name}-v{version}")
 
 
 def publish_lineage(config: ProjectConfig, tracker: Tracker, model_name: str, version: str) -> str | None:

@@ -40,6 +40,7 @@ from mlops.names import (
     CONFIG_FILE,
     CONFIG_HASH_TAG,
     GIT_COMMIT_TAG,
+    HOLDOUT_SCORES_FILE,
     INPUTS_FILE,
     PACKAGES_FILE,
     PERIODS_TAG,
@@ -214,6 +215,7 @@ def register_best(
     )
     if found is not None:  # a run killed while registering it: finish what it started
         return tracker.finish_registration(found, description)
+    tracker.log_json(best.evaluation.score_distribution, HOLDOUT_SCORES_FILE)
     return tracker.register_model(
         best.pipeline,
         config.registry.model_name,

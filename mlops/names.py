@@ -18,7 +18,8 @@ VALIDATION_SUMMARY_FILE = "validation/summary.json"
 TRAINING_FRAME_VALIDATION_FILE = "validation/training-frame.json"
 TRAINING_FRAME_SUMMARY_FILE = "validation/training-frame-summary.json"
 DECISION_FILE = "promotion/decision.json"  # a promotion run's whole decision
-FAIRNESS_FILE = "promotion/fairness_by_group.json"  # both models' metrics per group (Fairlearn)
+FAIRNESS_FILE = "promotion/fairness_by_group.json"
+HOLDOUT_SCORES_FILE = "evaluation/holdout_scores.json"  # histogram of the registered model's holdout scores  # both models' metrics per group (Fairlearn)
 
 # -- version tags: the few a person filters on in the registry's version table, and that code
 # reads back. Everything else about a version lives where MLflow shows it better: the metrics
@@ -31,3 +32,16 @@ CONFIG_HASH_TAG = "config_hash"
 GIT_COMMIT_TAG = "git_commit"
 CANDIDATE_TAG = "candidate"  # the candidate (estimator settings) that was registered
 PROMOTION_TAG = "promotion"  # the latest decision: promoted | rejected | rolled_back
+
+
+# -- Prefect artifact keys that other parts link to ------------------------------------------
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower())[:60]
+
+
+def lineage_artifact_key(model_name: str, version: str) -> str:
+    """A version's lineage artifact (flows publish it; the prediction page links to it)."""
+    return artifact_key(f"lineage-{model_name}-v{version}")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.errors import MlopsError
-from mlops.names import CHALLENGER, CHAMPION
+from mlops.names import CHALLENGER, CHAMPION, HOLDOUT_SCORES_FILE
 from mlops.objective import BINARY, Objective
 from mlops.rollout import RolloutState
 
@@ -48,6 +48,7 @@ class LoadedModel:
     fast: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None  # see serving.fastpath
     objective: Objective = BINARY
     classes: tuple[Any, ...] | None = None  # multiclass: the order of its probabilities
+    holdout_scores: dict[str, Any] | None = None  # histogram of its holdout scores (the web page's plot)
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
         """The model's answer for each row: p(positive), one probability per class, or a value."""
@@ -160,6 +161,7 @@ class RegistrySource:
             example = model_input_example(path)
         positive_index, classes = self.answer_shape(pipeline, version)
         metrics = self.tracker.holdout_metrics(info.run_id)
+        holdout_scores = self.tracker.read_json(info.run_id, HOLDOUT_SCORES_FILE)  # None before it was logged
         return LoadedModel(
             name=self.model_name,
             version=version,
@@ -172,6 +174,7 @@ class RegistrySource:
             loaded_at=datetime.now(UTC),
             load_seconds=time.perf_counter() - started,
             example=example,
+            holdout_scores=holdout_scores,
         )
 
     def answer_shape(self, pipeline: Any, version: str) -> tuple[int, tuple[Any, ...] | None]:

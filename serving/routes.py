@@ -1,6 +1,7 @@
 """The endpoints of the prediction service: one handler each, sharing only the `Service`
 that `serving.app` builds at start-up and keeps in `app.state`. `add_routes` puts them on
-the app: `GET /health`, `GET /ready`, `GET /model`, `POST /predict`, `POST /rank`.
+the app: `GET /health`, `GET /ready`, `GET /model`, `POST /predict`, `POST /rank`, and
+the prediction web page at `/` (`serving.page`).
 
 They are added to the app itself rather than through an included `APIRouter`: FastAPI
 0.154 matches an included router's routes through an extra layer, which cost 10-25 us per
@@ -9,6 +10,7 @@ request in a micro-benchmark, a tenth of the framework's share of a one-row requ
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -17,10 +19,12 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 
 from mlops.config import ProjectConfig, ServingConfig
+from mlops.names import lineage_artifact_key
 from serving.models import ModelWatcher
+from serving.page import form_record, render_page
 from serving.predlog import PredictionLog, PredictionLogFull
 from serving.schema import FeatureSchema, InputError, response_model
 from serving.scoring import NoModelError, Scorer, UnscorableError
@@ -79,7 +83,64 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+async def page(request: Request) -> Response:
+    """The prediction web page: GET shows the form, POST (a submitted form) answers it."""
+    service = service_of(request)
+    config, schema = service.config, service.schema
+    models = service.watcher.models
+    primary = models.primary
+    values: dict[str, Any] = {}
+    answer: dict[str, Any] | None = None
+    error: str | None = None
+    status = 200
+    if request.method == "POST":
+        body = await read_body(request, config.serving.max_body_bytes)
+        values = form_record(body, schema.numeric, schema.categorical)
+        request_id = service.request_id(None)
+        try:
+            parsed = schema.parse(json.dumps({"records": [values]}).encode(), 1)
+            scored = await service.scorer.score(request_id, parsed.records, None)
+            answer = scored.predictions()[0]
+        except (InputError, NoModelError, PredictionLogFull, UnscorableError) as exc:
+            status = (
+                exc.status
+                if isinstance(exc, InputError)
+                else 422
+                if isinstance(exc, UnscorableError)
+                else 503
+            )
+            error = str(exc) if not isinstance(exc, InputError) else json.dumps(exc.body(), indent=1)
+    links: dict[str, str] = {}
+    if primary is not None:
+        name = config.registry.model_name
+        links = {
+            f"{name} v{primary.version} in MLflow": f"{config.stack.tracking_uri}/#/models/{name}/versions/{primary.version}",
+            "its lineage (Prefect artifact)": f"{config.stack.ui_url}/artifacts/key/"
+            + lineage_artifact_key(name, primary.version),
+            "the API (OpenAPI)": "/docs",
+        }
+    text = render_page(
+        title=f"{config.registry.model_name}: predict one record",
+        model=primary,
+        alias=models.primary_arm,
+        numeric=schema.numeric,
+        categorical=schema.categorical,
+        values=values,
+        answer=answer,
+        error=error,
+        links=links,
+    )
+    return HTMLResponse(text, status)
+
+
 def add_routes(app: FastAPI, kind: str = "binary") -> None:
+    app.add_api_route(
+        "/",
+        page,
+        methods=["GET", "POST"],
+        summary="A web page: one record in a form, its answer",
+        include_in_schema=False,
+    )
     app.add_api_route("/health", health, methods=["GET"], summary="The process answers")
     app.add_api_route(
         "/ready", ready, methods=["GET"], summary="A model is loaded and answering (503 until then)"

@@ -35,6 +35,7 @@ class Evaluation:
     metrics: dict[str, float]
     plots: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
     importance: dict[str, float] = field(default_factory=dict)  # feature -> mean metric loss when shuffled
+    score_distribution: dict[str, list[float]] = field(default_factory=dict)  # see score_histogram
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -165,4 +166,18 @@ def evaluate_model(
     importance = feature_importance(pipeline, X, y, objective, importance_rows, importance_repeats, seed)
     if importance:
         plots["permutation_importance.png"] = importance_plot(name, importance, objective.metric_name)
-    return Evaluation(metrics=metrics, plots=plots, importance=importance)
+    scores = objective.score_of(prediction)
+    distribution = score_histogram(scores, (0.0, 1.0) if objective.is_classifier else None)
+    return Evaluation(metrics=metrics, plots=plots, importance=importance, score_distribution=distribution)
+
+
+def score_histogram(
+    scores: np.ndarray, bounds: tuple[float, float] | None, bins: int = 40
+) -> dict[str, list[float]]:
+    """The holdout scores as a histogram (`edges`, `counts`): where the prediction page shows
+    a new record's score falls. Probabilities over [0, 1]; values over their own range."""
+    finite = scores[np.isfinite(scores)]
+    if finite.size == 0:
+        return {"edges": [], "counts": []}
+    counts, edges = np.histogram(finite, bins=bins, range=bounds)
+    return {"edges": edges.tolist(), "counts": counts.astype(float).tolist()}

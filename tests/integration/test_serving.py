@@ -867,3 +867,54 @@ def test_a_slow_challenger_breaches_the_latency_guardrail_and_is_rolled_out_with
     assert again.exit_code == 1
     assert "no version with alias 'challenger' to roll out" in again.output
     assert "Traceback" not in again.output
+
+
+# -- the prediction web page, in a real headless browser --------------------------------------
+
+
+def test_the_web_page_scores_a_record_from_its_form_and_plots_where_it_falls(
+    config: ProjectConfig, registry: MlflowClient, versions: dict[str, str], june: pd.DataFrame
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    champion = versions["forest"]
+    set_aliases(registry, champion=champion, challenger=None)
+    (record,) = to_records(june.dropna().head(1))
+    numeric, categorical = config.features.numeric, config.features.categorical
+    with running_service(config) as url, httpx.Client(timeout=60) as client, sync_playwright() as browsers:
+        expected = post(client, url, [record]).json()["predictions"][0]
+        browser = browsers.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/")
+            for column in numeric:
+                page.fill(f"#{column}", repr(record[column]))
+            for column in categorical:
+                page.select_option(f"#{column}", record[column])  # the encoder's categories are the choices
+            page.click("#predict")
+            page.wait_for_selector("#answer")
+            answer = json.loads(page.get_attribute("#answer", "data-answer") or "{}")
+            shown = page.inner_text("#answer")
+            plot = page.locator("#score-plot")
+            bars = page.locator("#score-plot rect.bar").count()
+            marker_x = float(page.locator("#score-marker").get_attribute("x1") or "nan")
+            drawn = plot.bounding_box()
+            about = page.inner_text("#model")
+            links = [a.get_attribute("href") for a in page.locator("a").all()]
+            # A field the schema refuses comes back on the page, named, with a 422.
+            page.goto(f"{url}/")
+            page.fill("#distance", "far")
+            with page.expect_response(lambda r: r.request.method == "POST") as refused:
+                page.click("#predict")
+            error, refused_status = page.inner_text("#error"), refused.value.status
+        finally:
+            browser.close()
+
+    assert answer == {"probability": expected["probability"], "label": expected["label"]}
+    assert shown == f"probability {expected['probability']:.4g}, label {expected['label']}"
+    assert bars == 40 and drawn is not None and drawn["width"] > 100 and drawn["height"] > 50
+    assert marker_x == pytest.approx(expected["probability"] * 480, abs=0.06)  # where the score falls
+    assert f"v{champion}" in about and "compiled fast path" in about
+    assert f"{config.stack.tracking_uri}/#/models/{MODEL}/versions/{champion}" in links
+    assert any(link and "/artifacts/key/lineage-" in link for link in links)
+    assert refused_status == 422 and "distance" in error
