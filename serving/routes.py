@@ -279,7 +279,7 @@ async def rank(request: Request) -> Response:
         body = await read_body(request, settings.max_body_bytes)
         parsed, k = service.schema.parse_rank(body, settings.max_records)
         ranked = await service.scorer.rank(request_id, parsed.records, k)
-    except (InputError, NoModelError, PredictionLogFull) as exc:
+    except (InputError, NoModelError, PredictionLogFull, UnscorableError) as exc:
         return refusal(exc, request_id, settings)
     except Exception as exc:  # the model refused records that passed the schema
         return refusal(UnscorableError(f"{type(exc).__name__}: {exc}"), request_id, settings)

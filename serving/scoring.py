@@ -8,6 +8,11 @@ everything queued (up to `batch_max_rows`) as one batch, optionally after waitin
 `batch_wait_ms` for more. While a batch is scored on a worker thread, the event loop goes
 on reading requests, which form the next batch.
 
+`/rank` requests form batches the same way, on a queue of their own: both arms score all
+the batch's records in one call each, and each request's rankings are drafted from its own
+slice (measured before: a one-record ranking per model call, 363 requests/s interleaved
+against 3,400 for `/predict`).
+
 In canary and A/B modes a batch is split by arm, and each arm's rows are scored in one
 call to its model; both calls run on the two scoring threads.
 
@@ -24,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
@@ -61,6 +67,15 @@ class WorkItem:
     header_key: str | None
     received_us: int  # UTC microseconds since the epoch
     future: asyncio.Future[ScoredRequest]
+
+
+@dataclass
+class RankItem:
+    request_id: str
+    records: list[Any]
+    k: int
+    received_us: int
+    future: asyncio.Future[RankedRequest]
 
 
 @dataclass(frozen=True)
@@ -170,7 +185,8 @@ class Scorer:
         self._pending_background = 0
         self._pending_lock = threading.Lock()  # the count is raised in the loop, lowered on the thread
         self._queue: asyncio.Queue[WorkItem] | None = None
-        self._consumer: asyncio.Task[None] | None = None
+        self._rank_queue: asyncio.Queue[RankItem] | None = None
+        self._consumers: list[asyncio.Task[None]] = []
         self.batches = 0
         self.scored_rows = 0
         self.shadow_rows = 0
@@ -181,14 +197,17 @@ class Scorer:
 
     # -- lifecycle (inside the event loop) --------------------------------------------------
     def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._consumer = asyncio.create_task(self._consume(), name="micro-batcher")
+        self._queue, self._rank_queue = asyncio.Queue(), asyncio.Queue()
+        self._consumers = [
+            asyncio.create_task(self._consume(self._queue, self._score_batch), name="micro-batcher"),
+            asyncio.create_task(self._consume(self._rank_queue, self._rank_batch), name="rank-batcher"),
+        ]
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            self._consumer.cancel()
+        for consumer in self._consumers:
+            consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._consumer
+                await consumer
         self.pool.shutdown(wait=True)
         self.background.shutdown(wait=True)  # pending log rows and shadow scores finish
 
@@ -203,16 +222,26 @@ class Scorer:
     async def rank(self, request_id: str, records: list[Any], k: int) -> RankedRequest:
         """Both arms score the records; in interleave mode their rankings are merged by team
         draft (seeded by the request id), else the serving model ranks alone. Both rankings
-        are logged, after the answer, with each record's rank and the position its arm gave it."""
-        models = self.watcher.models
-        primary = models.primary
-        if primary is None:
+        are logged, after the answer, with each record's rank and the position its arm gave it.
+        Concurrent requests are scored together, as `/predict`'s are."""
+        assert self._rank_queue is not None, "Scorer.start() was not called"
+        if self.watcher.models.primary is None:
             raise NoModelError("no model is loaded yet")
         if self.log is not None and self.log.full:
             await asyncio.to_thread(self.log.wait_for_room, self.settings.log_full_wait_seconds)
+        future: asyncio.Future[RankedRequest] = asyncio.get_running_loop().create_future()
+        self._rank_queue.put_nowait(RankItem(request_id, records, k, time.time_ns() // 1000, future))
+        return await future
+
+    async def _rank_batch(self, items: list[RankItem]) -> None:
+        models = self.watcher.models  # read once: the whole batch uses these models
+        primary = models.primary
+        if primary is None:
+            raise NoModelError("no model is loaded yet")
         challenger = models.under_test if self.settings.mode == "interleave" else None
         arms = {models.primary_arm: primary, **({CHALLENGER: challenger} if challenger is not None else {})}
-        received = np.full(len(records), time.time_ns() // 1000, dtype="datetime64[us]")
+        records = items[0].records if len(items) == 1 else list(chain.from_iterable(i.records for i in items))
+        sizes = [len(i.records) for i in items]
         loop = asyncio.get_running_loop()
         columns, keys = await loop.run_in_executor(self.pool, self.schema.to_columns, records)
         raw = dict(
@@ -225,22 +254,31 @@ class Scorer:
             )
         )
         scores = {arm: self.objective.score_of(answer) for arm, answer in raw.items()}
-        if challenger is not None:
-            merged = team_draft(scores[CHAMPION], scores[CHALLENGER], k, request_seed(request_id))
-            rows, teams, mode = merged.rows, merged.teams, "interleave"
-        else:
-            rows, teams, mode = (
-                ranking(scores[models.primary_arm])[:k].tolist(),
-                [models.primary_arm] * k,
-                "none",
-            )
+        versions = {arm: model.version for arm, model in arms.items()}
+        ranks: dict[str, list[np.ndarray]] = {arm: [] for arm in arms}
+        positions: dict[str, list[int | None]] = {arm: [None] * len(records) for arm in arms}
+        mode = "interleave" if challenger is not None else "none"
+        start = 0
+        for item, size in zip(items, sizes, strict=True):
+            mine = {arm: s[start : start + size] for arm, s in scores.items()}
+            if challenger is not None:
+                merged = team_draft(mine[CHAMPION], mine[CHALLENGER], item.k, request_seed(item.request_id))
+                rows, teams = merged.rows, merged.teams
+            else:
+                rows = ranking(mine[models.primary_arm])[: item.k].tolist()
+                teams = [models.primary_arm] * item.k
+            for position, (row, team) in enumerate(zip(rows, teams, strict=True)):
+                positions[team][start + row] = position
+            for arm in arms:
+                ranks[arm].append(ranks_of(ranking(mine[arm])))
+            if not item.future.done():  # the client may have gone away
+                item.future.set_result(RankedRequest(primary.name, mode, rows, teams, versions, mine))
+            start += size
+        self.scored_rows += len(records)
         if self.log is not None:
-            request_ids = np.full(len(records), request_id, dtype=object)
+            request_ids = np.repeat(np.array([i.request_id for i in items], dtype=object), sizes)
+            received = np.repeat(np.array([i.received_us for i in items], dtype="datetime64[us]"), sizes)
             for arm, model in arms.items():
-                positions: list[int | None] = [None] * len(records)
-                for position, (row, team) in enumerate(zip(rows, teams, strict=True)):
-                    if team == arm:
-                        positions[row] = position
                 batch = log_batch(
                     self.log.schema,
                     columns,
@@ -254,18 +292,16 @@ class Scorer:
                     True,
                     scores[arm],
                     self.objective.labels(raw[arm], model.classes),
-                    ranks_of(ranking(scores[arm])),
-                    positions,
+                    np.concatenate(ranks[arm]),
+                    positions[arm],
                 )
                 self.background.submit(self.log.append, batch)
-        self.scored_rows += len(records)
-        versions = {arm: model.version for arm, model in arms.items()}
-        return RankedRequest(primary.name, mode, rows, teams, versions, scores)
 
     # -- the batcher ---------------------------------------------------------------------
-    async def _consume(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
+    async def _consume(
+        self, queue: asyncio.Queue[Any], score: Callable[[list[Any]], Awaitable[None]]
+    ) -> None:
+        """Take everything queued (up to `batch_max_rows`) as one batch and `score` it."""
         max_rows = self.settings.batch_max_rows
         wait = self.settings.batch_wait_ms / 1000
         while True:
@@ -278,7 +314,7 @@ class Scorer:
                 items.append(item)
                 rows += len(item.records)
             try:
-                await self._score_batch(items)
+                await score(items)
             except NoModelError as exc:
                 self._fail(items, exc)
             except Exception:
@@ -288,13 +324,13 @@ class Scorer:
                     if item.future.done():
                         continue
                     try:
-                        await self._score_batch([item])
+                        await score([item])
                     except Exception as exc:
                         logger.warning("request %s cannot be scored: %s", item.request_id, exc, exc_info=True)
                         self._fail([item], UnscorableError(f"{type(exc).__name__}: {exc}"))
 
     @staticmethod
-    def _fail(items: list[WorkItem], exc: Exception) -> None:
+    def _fail(items: list[WorkItem] | list[RankItem], exc: Exception) -> None:
         for item in items:
             if not item.future.done():
                 item.future.set_exception(exc)

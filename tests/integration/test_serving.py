@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -566,6 +567,18 @@ def test_rank_interleaves_both_arms_logs_both_rankings_and_compare_credits_them(
             json={"records": records[:20], "k": 5},
             headers={"X-Request-ID": answers[0]["request_id"]},
         ).json()
+        # Sent at once, requests are ranked in shared batches: each gets its own answer back.
+        with ThreadPoolExecutor(10) as pool:
+            together = list(
+                pool.map(
+                    lambda i: c.post(
+                        f"{url}/rank",
+                        json={"records": records[i * 20 : i * 20 + 20], "k": 5},
+                        headers={"X-Request-ID": answers[i]["request_id"]},
+                    ).json(),
+                    range(10),
+                )
+            )
         refused = {
             field: c.post(f"{url}/rank", json=body).json()["detail"][0]["loc"]
             for field, body in {
@@ -586,6 +599,7 @@ def test_rank_interleaves_both_arms_logs_both_rankings_and_compare_credits_them(
     assert top["key"] == rows["key"].iloc[int(np.argmax(own))]
     assert top["score"] == pytest.approx(own.max())
     assert again["ranked"] == first  # the same request id draws the same coin
+    assert [t["ranked"] for t in together] == [a["ranked"] for a in answers[:10]]
     assert refused == {
         "empty": ["body", "records"],
         "k": ["body", "k"],
@@ -595,13 +609,14 @@ def test_rank_interleaves_both_arms_logs_both_rankings_and_compare_credits_them(
 
     log = read_prediction_log(open_store(log_uri, config.data.s3))
     ranked = log[log["mode"] == "interleave"]
-    assert len(ranked) == 2 * (600 + 20) + 5  # both arms score every ranked record; /predict the 5
-    one = ranked[ranked["request_id"] == answers[1]["request_id"]]
+    assert len(ranked) == 2 * (600 + 20 + 200) + 5  # both arms score every ranked record; /predict the 5
+    # (request 15 was sent once: the first ten were sent twice, alone and together)
+    one = ranked[ranked["request_id"] == answers[15]["request_id"]]
     for arm in ("champion", "challenger"):
         mine = one[one["arm"] == arm].sort_values("rank")
         assert sorted(mine["rank"].astype(int)) == list(range(20))
         placed = {int(p): k for p, k in zip(mine["position"], mine["key"], strict=True) if pd.notna(p)}
-        assert placed == {r["position"]: r["key"] for r in answers[1]["ranked"] if r["arm"] == arm}
+        assert placed == {r["position"]: r["key"] for r in answers[15]["ranked"] if r["arm"] == arm}
 
     # June's labels have landed: the ground-truth flow joins them, compare credits the arms.
     labelled_config = config.model_copy(
