@@ -161,7 +161,11 @@ class RegistrySource:
             example = model_input_example(path)
         positive_index, classes = self.answer_shape(pipeline, version)
         metrics = self.tracker.holdout_metrics(info.run_id)
-        holdout_scores = self.tracker.read_json(info.run_id, HOLDOUT_SCORES_FILE)  # None before it was logged
+        try:  # only the web page's plot needs it: a model that lacks it (older) or whose file cannot be read still serves
+            holdout_scores = self.tracker.read_json(info.run_id, HOLDOUT_SCORES_FILE)
+        except Exception as exc:
+            logger.warning("%s v%s: no holdout score distribution (%s)", self.model_name, version, exc)
+            holdout_scores = None
         return LoadedModel(
             name=self.model_name,
             version=version,
