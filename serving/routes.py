@@ -102,14 +102,8 @@ async def page(request: Request) -> Response:
             scored = await service.scorer.score(request_id, parsed.records, None)
             answer = scored.predictions()[0]
         except (InputError, NoModelError, PredictionLogFull, UnscorableError) as exc:
-            status = (
-                exc.status
-                if isinstance(exc, InputError)
-                else 422
-                if isinstance(exc, UnscorableError)
-                else 503
-            )
-            error = str(exc) if not isinstance(exc, InputError) else json.dumps(exc.body(), indent=1)
+            refused = refusal(exc, request_id, config.serving)  # the very answer the API gives
+            status, error = refused.status_code, bytes(refused.body).decode()
     links: dict[str, str] = {}
     if primary is not None:
         name = config.registry.model_name
