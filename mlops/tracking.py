@@ -131,7 +131,7 @@ class Tracker:
         return f"{self.run_url(run_id)}/artifactPath/{path}"
 
     def version_url(self, name: str, version: str) -> str:
-        return f"{self.tracking_uri}/#/models/{name}/versions/{version}"
+        return version_url(self.tracking_uri, name, version)
 
     # -- the pipeline's parent run ----------------------------------------------------
     @contextmanager
@@ -453,6 +453,11 @@ class RunRecord:
     params: dict[str, str]
     metrics: dict[str, float]
     url: str
+
+
+def version_url(tracking_uri: str, name: str, version: str) -> str:
+    """A model version's page in the MLflow UI (no server call: the page links to it)."""
+    return f"{tracking_uri.rstrip('/')}/#/models/{name}/versions/{version}"
 
 
 def download_model(model_uri: str, destination: Path) -> Path:

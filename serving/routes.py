@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from mlops.config import ProjectConfig, ServingConfig
 from mlops.names import lineage_artifact_key
+from mlops.tracking import version_url
 from serving.models import ModelWatcher
 from serving.page import form_record, render_page
 from serving.predlog import PredictionLog, PredictionLogFull
@@ -108,7 +109,9 @@ async def page(request: Request) -> Response:
     if primary is not None:
         name = config.registry.model_name
         links = {
-            f"{name} v{primary.version} in MLflow": f"{config.stack.tracking_uri}/#/models/{name}/versions/{primary.version}",
+            f"{name} v{primary.version} in MLflow": version_url(
+                config.stack.tracking_uri, name, primary.version
+            ),
             "its lineage (Prefect artifact)": f"{config.stack.ui_url}/artifacts/key/"
             + lineage_artifact_key(name, primary.version),
             "the API (OpenAPI)": "/docs",
