@@ -587,7 +587,8 @@ class ProjectConfig(Strict):
         """training.metric defaults by the target's kind (ROC-AUC, log loss, RMSE)."""
         training, target = (raw.get(k) if isinstance(raw, dict) else None for k in ("training", "target"))
         if isinstance(training, dict) and isinstance(target, dict) and "metric" not in training:
-            metric = DEFAULT_METRIC.get(target.get("kind", "binary"), "roc_auc")
+            kind = target.get("kind", "binary")  # a bad kind is named by its own field's check
+            metric = DEFAULT_METRIC.get(kind, "roc_auc") if isinstance(kind, str) else "roc_auc"
             raw = {**raw, "training": {**training, "metric": metric}}
         return raw
 
@@ -598,7 +599,10 @@ class ProjectConfig(Strict):
         data = raw.get("data") if isinstance(raw, dict) else None
         monitoring = raw.get("monitoring", {}) if isinstance(raw, dict) else None
         if isinstance(data, dict) and isinstance(monitoring, dict):
-            defaults = CADENCE_CRONS.get(data.get("cadence", "month"), CADENCE_CRONS["month"])
+            cadence = data.get("cadence", "month")  # a bad cadence is named by its own field's check
+            defaults = CADENCE_CRONS.get(
+                cadence if isinstance(cadence, str) else "month", CADENCE_CRONS["month"]
+            )
             raw = {**raw, "monitoring": {**defaults, **monitoring}}
         return raw
 
