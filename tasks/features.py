@@ -20,6 +20,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from mlops.config import FeaturesConfig, JoinSpec, ProjectConfig, TargetConfig
 from mlops.errors import BadBatchError, ConfigError
 from mlops.expressions import parse_expression
+from mlops.record_features import Lookup, RecordFeatures, derive
 
 PERIOD_COLUMN = "_period"  # which batch a row came from; drives the time-based split
 
@@ -46,34 +47,43 @@ class Split:
     holdout_times: pd.Series | None = None  # the time column of the holdout rows (for plots)
 
 
+def record_features(
+    config: ProjectConfig,
+    dims: dict[str, pd.DataFrame],
+    batch: pd.DataFrame,
+    snapshots: dict[str, str] | None = None,
+) -> RecordFeatures:
+    """The step that turns rows shaped like `batch` into features: the one place features are
+    computed, in training, in monitoring and inside the registered model (see
+    `mlops.record_features`). `snapshots` names the dimension tables' content hashes."""
+    return RecordFeatures.build(
+        batch,
+        dims,
+        [join.model_dump() for join in config.data.joins],
+        config.features.derived,
+        config.features.numeric,
+        config.features.categorical,
+        snapshots,
+    )
+
+
 def join_tables(batch: pd.DataFrame, dims: dict[str, pd.DataFrame], joins: list[JoinSpec]) -> pd.DataFrame:
     """Left-join each dimension table; a batch row never disappears for lack of a match."""
-    joined = batch
+    joined = batch.copy()
     for join in joins:
-        dim = dims[join.table]
-        needed = [*join.match.values(), *join.columns]
-        missing = [c for c in needed if c not in dim.columns]
-        if missing:
-            raise BadBatchError(f"table {join.table!r} lacks columns {missing} needed by the join")
-        right = dim[needed].drop_duplicates(subset=list(join.match.values()))
-        right = right.rename(columns={**join.columns, **{v: k for k, v in join.match.items()}})
-        overlap = (set(right.columns) - set(join.match)) & set(joined.columns)
+        lookup = Lookup(dims[join.table], join.match, join.columns, join.table)
+        overlap = set(join.columns.values()) & set(joined.columns)
         if overlap:
             raise ConfigError(f"joins.{join.table}: columns {sorted(overlap)} already exist; rename them")
-        joined = joined.merge(right, how="left", on=list(join.match), validate="many_to_one")
+        for column, values in lookup(joined).items():
+            joined[column] = values
     return joined
 
 
 def add_derived(frame: pd.DataFrame, derived: dict[str, str]) -> pd.DataFrame:
     """Evaluate each configured expression, in order (one may read an earlier one's column),
     through the allowed operations of `mlops.expressions` (never `eval`)."""
-    out = frame.copy()
-    for name, text in derived.items():
-        try:
-            out[name] = parse_expression(text)(out)
-        except Exception as exc:  # a column missing or of the wrong type (e.g. .dt on numbers)
-            raise ConfigError(f"features.derived.{name}: cannot evaluate {text!r} ({exc})") from None
-    return out
+    return derive(frame, {name: parse_expression(text) for name, text in derived.items()})
 
 
 def label_rows(frame: pd.DataFrame, target: TargetConfig) -> tuple[pd.DataFrame, int]:
@@ -145,20 +155,14 @@ def build_training_frame(
     """Concatenate the period batches, join, derive and label them."""
     parts = [batch.assign(**{PERIOD_COLUMN: period}) for period, batch in sorted(batches.items())]
     frame = pd.concat(parts, ignore_index=True)
-    frame = join_tables(frame, dims, config.data.joins)
-    frame = add_derived(frame, config.features.derived)
-    missing = [c for c in config.features.columns if c not in frame.columns]
-    if missing:
-        raise BadBatchError(
-            f"feature columns {missing} are not in the joined batch; check features in the config"
-        )
+    features = record_features(config, dims, frame).features(frame)
+    carried = [
+        c for c in (config.target.column, config.data.time_column, PERIOD_COLUMN) if c in frame.columns
+    ]
+    frame = pd.concat([features, frame[[c for c in carried if c not in features.columns]]], axis=1)
     frame, unlabelled = label_rows(frame, config.target)
     keep = [*config.features.columns, config.target.label, config.data.time_column, PERIOD_COLUMN]
     frame = frame[keep].sort_values([config.data.time_column], kind="stable").reset_index(drop=True)
-    # One dtype per kind, so the model signature does not depend on which batch had nulls.
-    frame[config.features.numeric] = frame[config.features.numeric].astype("float64")
-    for column in config.features.categorical:
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
     return TrainingFrame(frame, sorted(batches), unlabelled, fingerprint)
 
 
