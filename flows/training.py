@@ -55,9 +55,9 @@ from mlops.objective import HEADLINE, NAMES, Objective
 from mlops.periods import ANY_PERIOD_PATTERN
 from mlops.storage import Stores
 from mlops.tracking import RegisteredVersion, Tracker, code_version, skops_types
-from tasks.features import Split, TrainingFrame, time_split
+from tasks.features import Split, TrainingFrame, record_features, time_split
 from tasks.lineage_records import config_record, environment_record, validation_record
-from tasks.train import CandidateResult, check_candidates, select_best
+from tasks.train import CandidateResult, check_candidates, records_model, select_best
 from tasks.validate import ValidationReport, load_suite_json, render_data_docs
 
 
@@ -216,13 +216,23 @@ def register_best(
     if found is not None:  # a run killed while registering it: finish what it started
         return tracker.finish_registration(found, description)
     tracker.log_json(best.evaluation.score_distribution, HOLDOUT_SCORES_FILE)
+    # The registered model takes rows as they land: its first step joins and derives them.
+    landed = batches[split.holdout_periods[-1]].frame
+    dims = {label: b for label, b in batches.items() if b.snapshot.period is None}
+    step = record_features(
+        config,
+        {label: b.frame for label, b in dims.items()},
+        landed,
+        {label: b.snapshot.sha256 for label, b in dims.items()},
+    )
+    model = records_model(step, best.pipeline)
     return tracker.register_model(
-        best.pipeline,
+        model,
         config.registry.model_name,
-        split.X_holdout,
+        landed.head(5)[list(step.inputs or {})],  # its signature: the columns it reads, as they land
         tags,
         description,
-        trusted_types=skops_types(best.pipeline),
+        trusted_types=skops_types(model),
     )
 
 

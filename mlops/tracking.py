@@ -31,6 +31,8 @@ SKOPS_TRUSTED_TYPES = [
     # ColumnTransformer's "passthrough" is a FunctionTransformer over partial(check_array)
     "functools.partial",
     "sklearn.utils.validation.check_array",
+    # the model's first step: a raw record to its features (shipped as the model's code)
+    "mlops.record_features.RecordFeatures",
 ]
 # A version is created with this tag "pending" and all its other tags in one call; "complete"
 # once its description and alias are set. Versions from before the tag count as complete.
@@ -77,9 +79,45 @@ def model_requirements(trusted_types: list[str] | None = None) -> list[str]:
 
     packages = ["mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy"]
     owners = packages_distributions()
-    for module in sorted({t.split(".")[0] for t in trusted_types or []} - {"sklearn", "numpy", "scipy"}):
+    # `mlops` is not installed from an index: the model ships the modules it needs (`model_code`).
+    shipped = {"sklearn", "numpy", "scipy", "mlops"}
+    for module in sorted({t.split(".")[0] for t in trusted_types or []} - shipped):
         packages += [d for d in owners.get(module, []) if d not in packages]
     return [f"{pkg}=={version(pkg)}" for pkg in packages]
+
+
+def _aware_times_as_any(inputs: Any, example: pd.DataFrame) -> Any:
+    """MLflow's `datetime` holds naive times only and refuses a zoned column outright, so a
+    zoned time column is declared `Any`: the model's first step reads it (a timestamp or
+    ISO text) into the zone it was trained in."""
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    if inputs is None:
+        return None
+    zoned = {c for c in example.columns if isinstance(example[c].dtype, pd.DatetimeTZDtype)}
+    return Schema(
+        [
+            ColSpec(AnyType(), spec.name, spec.required) if spec.name in zoned else spec
+            for spec in inputs.inputs
+        ]
+    )
+
+
+def model_code(destination: Path) -> list[str]:
+    """The project code a registered model declares as its dependency (MLflow `code_paths`):
+    the few modules of `mlops` its first step imports, as a package of their own, so the
+    standard MLflow client loads the model with nothing else of the project on its path."""
+    import shutil
+
+    import mlops
+    from mlops.record_features import MODEL_CODE
+
+    package = destination / "mlops"
+    package.mkdir(parents=True, exist_ok=True)
+    source = Path(mlops.__file__).parent
+    for name in MODEL_CODE:
+        shutil.copyfile(source / name, package / name)
+    return [str(package)]
 
 
 class Tracker:
@@ -238,19 +276,22 @@ class Tracker:
         example = input_example.head(5)
         method = "predict_proba" if hasattr(pipeline, "predict_proba") else "predict"
         signature = infer_signature(example, getattr(pipeline, method)(example))
+        signature.inputs = _aware_times_as_any(signature.inputs, example)
         trusted = sorted(set(SKOPS_TRUSTED_TYPES) | set(trusted_types or []))
         mlflow.log_dict({"trusted_types": trusted}, "model_skops_trusted_types.json")
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=trusted,
-            signature=signature,
-            input_example=example,
-            pyfunc_predict_fn=method,
-            # Stated, not inferred: inference re-imports the model in a subprocess (seconds).
-            pip_requirements=model_requirements(trusted),
-        )
+        with tempfile.TemporaryDirectory(prefix="model-code-") as code:
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=trusted,
+                signature=signature,
+                input_example=example,
+                pyfunc_predict_fn=method,
+                # Stated, not inferred: inference re-imports the model in a subprocess (seconds).
+                pip_requirements=model_requirements(trusted),
+                code_paths=model_code(Path(code)),
+            )
         # The version and its tags (the training fingerprint among them) in one call: a process
         # killed right after still leaves a version a rerun finds, never an untagged duplicate.
         created = mlflow.register_model(

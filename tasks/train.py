@@ -169,6 +169,12 @@ def build_pipeline(
     )
 
 
+def records_model(step: BaseEstimator, pipeline: Pipeline) -> Pipeline:
+    """The fitted pipeline behind the step that turns a landed record into its features
+    (`mlops.record_features`): the model that is registered and served."""
+    return Pipeline([("record", step), *pipeline.steps])
+
+
 def search_space(candidate: CandidateConfig) -> dict[str, Any]:
     """Config ranges → scipy distributions (or lists), keyed for the pipeline's model step."""
     space: dict[str, Any] = {}

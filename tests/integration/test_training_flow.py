@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow.artifacts
+import mlflow.sklearn
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -95,36 +97,72 @@ def test_registers_a_challenger_with_metrics_signature_and_lineage(
 
     import mlflow.models
 
+    # The model takes a row as it lands: its signature is the batch's columns it reads (the
+    # join keys, the inputs of derived features, the features the batch holds), never a
+    # looked-up or derived column, and never the target.
     info = mlflow.models.get_model_info(f"models:/{name}/{version.version}")
     assert info.signature is not None
-    assert set(info.signature.inputs.input_names()) == set(stack_config.features.columns)
+    inputs = set(info.signature.inputs.input_names())
+    landed = pd.read_parquet(io.BytesIO(sampled_landing.read_bytes("flights/2013-06.parquet")))
+    assert inputs <= set(landed.columns)
+    assert {"origin", "time_hour", "tailnum", "year"} <= inputs  # join keys; `year` feeds plane_age
+    looked_up = {c for j in stack_config.data.joins for c in j.columns.values()}
+    assert not inputs & (looked_up | set(stack_config.features.derived) | {stack_config.target.column})
 
 
-def test_model_loads_in_a_fresh_process_and_predicts(
-    first_run: TrainingOutcome, stack_config: ProjectConfig, tmp_path: Path
+def test_the_standard_mlflow_client_scores_rows_as_they_land_with_no_project_code(
+    first_run: TrainingOutcome, stack_config: ProjectConfig, sampled_landing: Store, tmp_path: Path
 ) -> None:
-    rows = pd.DataFrame(
-        [
-            {c: 1.0 for c in stack_config.features.numeric}
-            | {"carrier": "UA", "origin": "EWR", "dest": "ORD", "manufacturer": "BOEING"},
-            {c: 2.0 for c in stack_config.features.numeric}
-            | {"carrier": "ZZ-unseen", "origin": "JFK", "dest": "LAX", "manufacturer": None},
-        ]
-    )
-    rows.to_parquet(tmp_path / "rows.parquet")  # keeps the float dtypes the signature asks for
+    """`mlflow.pyfunc.load_model(...).predict(rows)` on rows exactly as they land, in a Python
+    that cannot import the project (site-packages without the editable install's hook): the
+    model's declared code is all it needs. Its answers equal the training path's (features
+    built by the training flow's own task), row for row."""
+    from mlflow.tracking import MlflowClient
+
+    from tasks.features import build_training_frame
+    from tasks.ingest import TimeColumn, read_table
+
+    times = TimeColumn.of(stack_config.data)
+
+    def read(key: str) -> pd.DataFrame:
+        return read_table(sampled_landing.read_bytes(key), key, times)
+
+    landed = pd.read_parquet(io.BytesIO(sampled_landing.read_bytes("flights/2013-06.parquet")))  # as is
+    dims = {t: read(stack_config.data.tables[t].key()) for t in ("weather", "planes")}
+    rows = landed[landed[stack_config.target.column].notna()].head(300)
+    rows = rows.sort_values(stack_config.data.time_column, kind="stable").reset_index(drop=True)
+    rows.to_parquet(tmp_path / "rows.parquet")  # every column, as it landed (arr_delay too)
+    site_packages = next(p for p in sys.path if p.endswith("site-packages"))
     script = (
-        "import sys, mlflow, pandas as pd\n"
+        "import sys\n"
+        f"sys.path = [p for p in sys.path if 'site-packages' not in p] + [{site_packages!r}]\n"
+        "try:\n    import mlops\n    sys.exit('the project is importable: the test proves nothing')\n"
+        "except ImportError:\n    pass\n"
+        "import mlflow, pandas as pd\n"
         f"mlflow.set_tracking_uri({stack_config.stack.tracking_uri!r})\n"
         f"model = mlflow.pyfunc.load_model('models:/{stack_config.registry.model_name}@challenger')\n"
         f"rows = pd.read_parquet({str(tmp_path / 'rows.parquet')!r})\n"
-        "print(pd.DataFrame(model.predict(rows)).to_json(orient='values'))\n"
+        "import mlops.record_features\n"
+        "print(mlops.record_features.__file__)\n"
+        "print(pd.DataFrame(model.predict(rows)).to_json(orient='values', double_precision=15))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    proba = pd.read_json(io.StringIO(done.stdout.strip().splitlines()[-1]))
-    assert proba.shape == (2, 2)
-    assert ((proba >= 0) & (proba <= 1)).all().all()
-    assert proba.sum(axis=1).round(6).eq(1).all()
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", script], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    shipped, answer = done.stdout.strip().splitlines()[-2:]
+    assert "/code/mlops/record_features.py" in shipped  # the model's own copy
+    proba = pd.read_json(io.StringIO(answer)).to_numpy()
+
+    training = build_training_frame({"2013-06": rows}, dims, stack_config, "standard-client")
+    version = MlflowClient(stack_config.stack.tracking_uri).get_model_version_by_alias(
+        stack_config.registry.model_name, "challenger"
+    )
+    pipeline = mlflow.sklearn.load_model(f"models:/{stack_config.registry.model_name}/{version.version}")
+    expected = pipeline.predict_proba(training.frame[stack_config.features.columns])
+    assert proba.shape == (len(rows), 2)
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=1e-12)
+    assert np.ptp(proba[:, 1]) > 0  # the rows are told apart, not scored alike
 
 
 def test_rerun_is_cached_and_registers_nothing_new(
