@@ -276,9 +276,11 @@ def predict(
     form: Annotated[
         str,
         typer.Option(
-            help="records (JSON), split (MLflow's dataframe_split JSON) or arrow (an Arrow IPC stream)."
+            help="landed (JSON records as they land: the model looks up and derives the rest),"
+            " records (JSON feature rows), split (MLflow's dataframe_split JSON of feature rows)"
+            " or arrow (an Arrow IPC stream of feature rows)."
         ),
-    ] = "records",
+    ] = "landed",
 ) -> None:
     """Send a sample request (landed rows, as a client sends them) and print it as curl, with the answer."""
     import json
@@ -293,11 +295,11 @@ def predict(
     from serving.schema import ARROW_STREAM
 
     config = get_config(ctx)
-    if form not in ("records", "split", "arrow"):
-        raise fail(f"--form {form!r}: use records, split or arrow")
+    if form not in ("landed", "records", "split", "arrow"):
+        raise fail(f"--form {form!r}: use landed, records, split or arrow")
     base = (url or f"http://{config.serving.host}:{config.serving.port}").rstrip("/")
     landing = Stores.from_config(config).landing
-    records = sample_records(config, landing, period, rows=rows, seed=0)
+    records = sample_records(config, landing, period, rows=rows, seed=0, landed=form == "landed")
     deadline = time.monotonic() + wait
     reason = "it does not answer"
     while True:  # a champion promoted a moment ago is picked up at the next registry poll

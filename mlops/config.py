@@ -402,6 +402,10 @@ class ServingConfig(Strict):
     max_body_bytes: int = Field(32 * 2**20, ge=1024)  # request body; more is a 413
     batch_max_rows: int = Field(2048, ge=1)  # concurrent requests are scored together up to this
     batch_wait_ms: float = Field(0.0, ge=0, le=100)  # extra wait to gather a micro-batch
+    # Where a model looks up a record sent as it lands: `model`, the dimension snapshots it was
+    # trained with (shipped inside it); `landing`, the tables' current landing files (e.g. today's
+    # weather), snapshotted when a version loads. Each prediction logs which snapshots answered.
+    dimensions: Literal["model", "landing"] = "model"
     rollout: RolloutConfig = RolloutConfig()
 
     @property

@@ -21,6 +21,9 @@ write the same file. Columns, in this order:
 - `rank`, `position` (int32, null outside `/rank`): for a ranking request, the record's rank
   by this arm's score (0 = first), and its position in the interleaved answer when this arm
   placed it there (null when the other arm did, or when it was not in the top k)
+- `dimensions`: for a record sent as it landed, the dimension snapshots the model looked it
+  up in, `table@<sha256 prefix>` each (e.g. `planes@1f0c..,weather@9ab2..`); null for a
+  record sent as features (the client looked it up)
 
 The record key: the values of `data.key_columns`, in order, joined with `|` (numbers without
 a trailing `.0`), e.g. `2013|6|1|UA|1545|515|EWR`. `record_key` builds it from one row and
@@ -67,6 +70,7 @@ SCORE = "score"
 PREDICTED_LABEL = "predicted_label"
 RANK = "rank"
 POSITION = "position"
+DIMENSIONS = "dimensions"
 # The columns the service writes after the features, in order, with their types.
 META_FIELDS = (
     pa.field(KEY, pa.string()),
@@ -81,6 +85,7 @@ META_FIELDS = (
     pa.field(PREDICTED_LABEL, pa.int8()),
     pa.field(RANK, pa.int32()),
     pa.field(POSITION, pa.int32()),
+    pa.field(DIMENSIONS, pa.string()),
 )
 META_COLUMNS = [f.name for f in META_FIELDS]
 # The labelled log's two extra columns (see the module docstring); the service never writes them.
@@ -145,6 +150,7 @@ def log_batch(
     labels: np.ndarray | None,
     ranks: np.ndarray | None = None,
     positions: Sequence[int | None] | None = None,
+    dimensions: np.ndarray | None = None,
 ) -> pa.RecordBatch:
     """One scored chunk as a record batch of the log's schema (`labels`: the predicted ones;
     None for a regression model, which has none; `ranks` and `positions` for `/rank` only)."""
@@ -170,6 +176,7 @@ def log_batch(
         else pa.array(labels if label_type == pa.int8() else [str(v) for v in labels], type=label_type),
         pa.nulls(n, pa.int32()) if ranks is None else pa.array(ranks, type=pa.int32()),
         pa.nulls(n, pa.int32()) if positions is None else pa.array(positions, type=pa.int32()),
+        pa.nulls(n, pa.string()) if dimensions is None else pa.array(dimensions, type=pa.string()),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

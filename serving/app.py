@@ -33,17 +33,21 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from pydantic import TypeAdapter
 
 from mlops.config import ProjectConfig, load_config
+from mlops.errors import MlopsError
 from mlops.objective import Objective
 from mlops.prediction_log import log_schema
+from mlops.record_features import RecordFeatures
 from mlops.storage import Store, Stores
 from serving.fastpath import compile_scorer
 from serving.models import LoadedModel, ModelWatcher, RegistrySource
 from serving.predlog import PredictionLog
 from serving.routes import Service, add_routes, json_response
-from serving.schema import ARROW_STREAM, FeatureSchema
+from serving.schema import ARROW_STREAM, FeatureSchema, LandedSchema
 from serving.scoring import Scorer
+from tasks.ingest import snapshot_tables
 
 logger = logging.getLogger("serving.app")
 SCHEMA_REF = "#/components/schemas/{model}"
@@ -66,14 +70,41 @@ def create_app(config: ProjectConfig, own_process: bool = False) -> FastAPI:
     )
     app.add_exception_handler(Exception, unexpected)
     add_routes(app, config.target.kind)
-    app.openapi = lambda: openapi_with_request_body(app, schema)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi_with_request_body(app, schema, _landed_schema(app))  # type: ignore[method-assign]
     return app
 
 
-def model_preparer(schema: FeatureSchema) -> Callable[[LoadedModel], LoadedModel]:
+def landing_dimensions(config: ProjectConfig, stores: Stores) -> Callable[[RecordFeatures], RecordFeatures]:
+    """`serving.dimensions: landing`: a record step looking up the tables' current landing
+    files instead of the snapshots it shipped with."""
+
+    def attach(record: RecordFeatures) -> RecordFeatures:
+        tables = sorted(record.tables or {})
+        try:
+            found = snapshot_tables(config.data, stores.landing, stores.snapshots, tables)
+            return record.with_tables(
+                {t: frame for t, (_, frame) in found.items()},
+                {t: snap.sha256 for t, (snap, _) in found.items()},
+            )
+        except Exception as exc:  # missing, unreadable, or without the columns the model looks up
+            raise MlopsError(
+                f"cannot attach the current snapshots of {tables} from {stores.landing.uri} ({exc}):"
+                " the version is not swapped in; fix the landing files or set serving.dimensions: model"
+            ) from None
+
+    return attach
+
+
+def model_preparer(
+    schema: FeatureSchema, attach: Callable[[RecordFeatures], RecordFeatures] | None = None
+) -> Callable[[LoadedModel], LoadedModel]:
     """What the watcher runs on a newly loaded model before it swaps it in."""
 
     def prepare(model: LoadedModel) -> LoadedModel:
+        if model.record is not None and attach is not None:
+            model = replace(model, record=attach(model.record))
+        if model.record is not None and model.landed_example is not None:
+            model.record.features(model.landed_example)  # its lookups answer before it serves
         probe = schema.probe_rows(model.example)
         model.scores(probe)  # fails here, before the swap, if the model cannot score
         if model.objective.kind != "binary":  # the fast path computes p(positive) only
@@ -99,7 +130,12 @@ def service_lifespan(
             schema.columns,
             Objective.of(config),
         )
-        watcher = ModelWatcher(registry, model_preparer(schema), settings.poll_seconds)
+        attach = (
+            landing_dimensions(config, Stores.from_config(config))
+            if settings.dimensions == "landing"
+            else None
+        )
+        watcher = ModelWatcher(registry, model_preparer(schema, attach), settings.poll_seconds)
         await asyncio.to_thread(watcher.poll_once)  # load before the first request is accepted
         watcher.start()
         log = PredictionLog(
@@ -133,15 +169,28 @@ async def unexpected(request: Request, exc: Exception) -> Response:
     return json_response({"error": f"internal error ({type(exc).__name__}); see the service log"}, 500)
 
 
-def openapi_with_request_body(app: FastAPI, schema: FeatureSchema) -> dict[str, Any]:
+def _landed_schema(app: FastAPI) -> LandedSchema | None:
+    service = getattr(app.state, "service", None)
+    return service.landed_schema() if service is not None else None
+
+
+def openapi_with_request_body(
+    app: FastAPI, schema: FeatureSchema, landed: LandedSchema | None = None
+) -> dict[str, Any]:
     """FastAPI's OpenAPI document plus the bodies of `/predict` and `/rank`: the body is decoded by hand
     (for speed and for precise errors), so FastAPI cannot see its schema; it comes from the
-    same pydantic models that report errors."""
-    if app.openapi_schema is None:
+    same pydantic models that report errors. The form of records as they land comes from the
+    loaded model's record step, so the document is rebuilt when that changes."""
+    if app.openapi_schema is None or getattr(app.state, "openapi_landed", None) is not landed:
         spec = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         body_schema, definitions = schema.openapi_request_schema(SCHEMA_REF)
+        if landed is not None:
+            landed_schema = TypeAdapter(landed.request_model | list[landed.record_model])  # type: ignore[name-defined]
+            landed_body = landed_schema.json_schema(ref_template=SCHEMA_REF)
+            definitions |= landed_body.pop("$defs", {})
+            body_schema = {"anyOf": [*body_schema.get("anyOf", [body_schema]), *landed_body["anyOf"]]}
         spec.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
         spec["paths"]["/predict"]["post"]["requestBody"] = {
             "required": True,
@@ -158,6 +207,7 @@ def openapi_with_request_body(app: FastAPI, schema: FeatureSchema) -> dict[str, 
             "content": {"application/json": {"schema": rank_schema}},
         }
         app.openapi_schema = spec
+        app.state.openapi_landed = landed
     return app.openapi_schema
 
 

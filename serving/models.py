@@ -28,6 +28,7 @@ import pandas as pd
 from mlops.errors import MlopsError
 from mlops.names import CHALLENGER, CHAMPION, HOLDOUT_SCORES_FILE
 from mlops.objective import BINARY, Objective
+from mlops.record_features import RecordFeatures
 from mlops.rollout import RolloutState
 
 logger = logging.getLogger("serving.models")
@@ -38,7 +39,7 @@ MAX_RETRY_SECONDS = 300.0
 class LoadedModel:
     name: str
     version: str
-    pipeline: Any  # the scikit-learn pipeline as logged: preprocessing and model
+    pipeline: Any  # the logged pipeline after its record step: feature rows -> answer
     positive_index: int  # binary: column of predict_proba holding the positive class (else -1)
     metrics: dict[str, float]  # of its training run (holdout_roc_auc, ...)
     run_id: str
@@ -49,6 +50,8 @@ class LoadedModel:
     objective: Objective = BINARY
     classes: tuple[Any, ...] | None = None  # multiclass: the order of its probabilities
     holdout_scores: dict[str, Any] | None = None  # histogram of its holdout scores (the web page's plot)
+    record: RecordFeatures | None = None  # its first step: a landed record -> features (older models lack it)
+    landed_example: pd.DataFrame | None = None  # the landed rows it was logged with (its input example)
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
         """The model's answer for each row: p(positive), one probability per class, or a value."""
@@ -62,6 +65,22 @@ class LoadedModel:
             return self.fast(columns)
         return self.scores(pd.DataFrame(columns, copy=False))
 
+    @property
+    def dimensions(self) -> str | None:
+        """Which snapshots its lookups read, `table@<sha256 prefix>` each (logged per prediction)."""
+        if self.record is None:
+            return None
+        return ",".join(f"{table}@{sha[:12]}" for table, sha in sorted((self.record.snapshots or {}).items()))
+
+    def landed_features(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Feature columns of records as they land (their columns the model reads), through its record step."""
+        if self.record is None:
+            raise MlopsError(
+                f"{self.name} v{self.version} was registered before models took records as they land:"
+                " send its feature columns, or retrain it"
+            )
+        return self.record.feature_columns(raw)
+
     def describe(self, alias: str) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -72,6 +91,8 @@ class LoadedModel:
             "loaded_at": self.loaded_at.isoformat(timespec="seconds"),
             "load_seconds": round(self.load_seconds, 2),
             "scorer": "compiled fast path" if self.fast is not None else "pipeline",
+            "takes_landed_records": self.record is not None,
+            "dimensions": self.dimensions,
         }
 
 
@@ -97,6 +118,16 @@ class ServingModels:
         if self.champion is None or self.challenger is None:
             return None
         return None if self.challenger.version == self.champion.version else self.challenger
+
+
+def split_record_step(logged: Any) -> tuple[RecordFeatures | None, Any]:
+    """A logged model's record step (None for a model from before it had one) and the
+    pipeline behind it, which scores feature rows: what the fast path compiles."""
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(logged, Pipeline) and isinstance(logged.steps[0][1], RecordFeatures):
+        return logged.steps[0][1], logged[1:]
+    return None, logged
 
 
 class ModelSource(Protocol):
@@ -150,15 +181,20 @@ class RegistrySource:
             raise MlopsError(f"{self.model_name} v{version} does not exist in the registry")
         with tempfile.TemporaryDirectory(prefix="serving-model-") as tmp:
             path = download_model(f"models:/{self.model_name}/{version}", Path(tmp))
-            inputs = model_input_names(path)
+            logged = load_local_model(path)
+            record, pipeline = split_record_step(logged)
+            inputs = record.columns if record is not None else model_input_names(path)
             if inputs is not None and sorted(inputs) != sorted(self.expected_columns):
                 raise MlopsError(
-                    f"{self.model_name} v{version} expects columns {sorted(inputs)}, but the config's"
+                    f"{self.model_name} v{version} computes features {sorted(inputs)}, but the config's"
                     f" features are {sorted(self.expected_columns)}: serve it with the config it was"
                     " trained with"
                 )
-            pipeline = load_local_model(path)
-            example = model_input_example(path)
+            example = landed_example = model_input_example(path)
+            if record is not None and example is not None:
+                example = record.features(example)  # its probe rows are feature rows
+            else:
+                landed_example = None
         positive_index, classes = self.answer_shape(pipeline, version)
         metrics = self.tracker.holdout_metrics(info.run_id)
         try:  # only the web page's plot needs it: a model that lacks it (older) or whose file cannot be read still serves
@@ -170,6 +206,8 @@ class RegistrySource:
             name=self.model_name,
             version=version,
             pipeline=pipeline,
+            record=record,
+            landed_example=landed_example,
             positive_index=positive_index,
             objective=self.objective,
             classes=classes,

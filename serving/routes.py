@@ -23,11 +23,12 @@ from fastapi.responses import HTMLResponse, Response
 
 from mlops.config import ProjectConfig, ServingConfig
 from mlops.names import lineage_artifact_key
+from mlops.record_features import NUMBER
 from mlops.tracking import version_url
 from serving.models import ModelWatcher
 from serving.page import form_record, render_page
 from serving.predlog import PredictionLog, PredictionLogFull
-from serving.schema import FeatureSchema, InputError, response_model
+from serving.schema import FeatureSchema, InputError, LandedSchema, response_model
 from serving.scoring import NoModelError, Scorer, UnscorableError
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -47,6 +48,19 @@ class Service:
     # than parsing a one-row body (urandom is a system call).
     id_prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     id_counter: count = field(default_factory=count)
+
+    _landed: tuple[Any, LandedSchema] | None = None
+
+    def landed_schema(self) -> LandedSchema | None:
+        """The contract of records as they land, from the answering model's record step
+        (None while no loaded model has one); built again only when that step changes."""
+        primary = self.watcher.models.primary
+        record = primary.record if primary is not None else None
+        if record is None:
+            return None
+        if self._landed is None or self._landed[0] is not record:
+            self._landed = (record, LandedSchema(record))
+        return self._landed[1]
 
     def request_id(self, given: str | None) -> str:
         """The caller's request id when it is a sane one, else a new one."""
@@ -94,12 +108,20 @@ async def page(request: Request) -> Response:
     answer: dict[str, Any] | None = None
     error: str | None = None
     status = 200
+    # The form is a record as it lands when the model takes one (it looks up the rest), else
+    # the feature row.
+    landed = service.landed_schema()
+    if landed is not None:
+        numeric = [c for c, kind in landed.inputs.items() if kind == NUMBER]
+        text = [c for c in landed.inputs if c not in numeric]
+    else:
+        numeric, text = schema.numeric, schema.categorical
     if request.method == "POST":
         body = await read_body(request, config.serving.max_body_bytes)
-        values = form_record(body, schema.numeric, schema.categorical)
+        values = form_record(body, numeric, text)
         request_id = service.request_id(None)
         try:
-            parsed = schema.parse(json.dumps({"records": [values]}).encode(), 1)
+            parsed = schema.parse(json.dumps({"records": [values]}).encode(), 1, None, landed)
             scored = await service.scorer.score(request_id, parsed.records, None)
             answer = scored.predictions()[0]
         except (InputError, NoModelError, PredictionLogFull, UnscorableError) as exc:
@@ -120,8 +142,8 @@ async def page(request: Request) -> Response:
         title=f"{config.registry.model_name}: predict one record",
         model=primary,
         alias=models.primary_arm,
-        numeric=schema.numeric,
-        categorical=schema.categorical,
+        numeric=numeric,
+        categorical=text,
         values=values,
         answer=answer,
         error=error,
@@ -299,7 +321,9 @@ async def predict(request: Request) -> Response:
     request_id = service.request_id(request.headers.get(REQUEST_ID_HEADER))
     try:
         body = await read_body(request, settings.max_body_bytes)
-        parsed = service.schema.parse(body, settings.max_records, request.headers.get("content-type"))
+        parsed = service.schema.parse(
+            body, settings.max_records, request.headers.get("content-type"), service.landed_schema()
+        )
         scored = await service.scorer.score(
             request_id, parsed.records, request.headers.get(settings.routing_header)
         )

@@ -1,9 +1,9 @@
 """Request records built from landed data, exactly as a client would send them.
 
-The service takes feature columns, which for this project are partly joined (weather,
-planes) and derived (day of week, plane age). `sample_records` does that preparation
-with the training code's own functions, so the demo, the benchmark and the tests send
-what a well-behaved client sends: features, nulls for missing values, and a `key`.
+The service takes records as they land (`landed_frame`: the model joins and derives the
+rest) and feature rows (`feature_frame`: for this project partly joined from weather and
+planes and derived, by the model's own record step). Both give what a well-behaved client
+sends: nulls for missing values, and a `key`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mlops.config import ProjectConfig
@@ -20,9 +19,10 @@ from mlops.storage import Store
 from serving.schema import KEY_FIELD
 
 
-def feature_frame(config: ProjectConfig, landing: Store, period: str) -> pd.DataFrame:
-    """One landed period's rows with the feature columns (typed as in training) and `key`."""
-    from tasks.features import add_derived, join_tables
+def _landed(
+    config: ProjectConfig, landing: Store, period: str
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """A landed period of the batch table and the dimension tables, read as ingest reads them."""
     from tasks.ingest import TimeColumn, read_table
 
     data = config.data
@@ -31,15 +31,32 @@ def feature_frame(config: ProjectConfig, landing: Store, period: str) -> pd.Data
         key = data.tables[table].key(period)
         return read_table(landing.read_bytes(key), landing.uri_for(key), TimeColumn.of(data))
 
-    batch = read(data.batch_table, period)
-    dims = {join.table: read(join.table) for join in data.joins}
-    frame = add_derived(join_tables(batch, dims, data.joins), config.features.derived)
-    out = frame[config.features.columns].copy()
-    out[config.features.numeric] = out[config.features.numeric].astype("float64")
-    for column in config.features.categorical:
-        out[column] = out[column].astype(object).where(out[column].notna(), np.nan)
-    if data.key_columns:
-        out[KEY_FIELD] = frame_keys(frame, data.key_columns).to_numpy()
+    return read(data.batch_table, period), {join.table: read(join.table) for join in data.joins}
+
+
+def landed_frame(config: ProjectConfig, landing: Store, period: str) -> pd.DataFrame:
+    """One landed period's rows as they landed, with `key`: what a client of records as they
+    land sends (times as ISO 8601 text, since JSON has no timestamps)."""
+    batch, _ = _landed(config, landing, period)
+    out = batch.drop(columns=[config.target.column], errors="ignore")  # a client has no label yet
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(out[column]):
+            text = out[column].map(lambda t: t.isoformat() if pd.notna(t) else None)
+            out[column] = text.astype(object)
+    if config.data.key_columns:
+        out[KEY_FIELD] = frame_keys(batch, config.data.key_columns).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def feature_frame(config: ProjectConfig, landing: Store, period: str) -> pd.DataFrame:
+    """One landed period's rows with the feature columns (typed as in training) and `key`:
+    what a client that computes features itself sends, computed by the model's own step."""
+    from tasks.features import record_features
+
+    batch, dims = _landed(config, landing, period)
+    out = record_features(config, dims, batch).features(batch)
+    if config.data.key_columns:
+        out[KEY_FIELD] = frame_keys(batch, config.data.key_columns).to_numpy()
     return out.reset_index(drop=True)
 
 
@@ -73,10 +90,16 @@ def to_arrow_stream(records: list[dict[str, Any]]) -> bytes:
 
 
 def sample_records(
-    config: ProjectConfig, landing: Store, period: str, rows: int | None = None, seed: int = 0
+    config: ProjectConfig,
+    landing: Store,
+    period: str,
+    rows: int | None = None,
+    seed: int = 0,
+    landed: bool = False,
 ) -> list[dict[str, Any]]:
-    """`rows` records (all when None) of a landed period, in a seeded random order."""
-    frame = feature_frame(config, landing, period)
+    """`rows` records (all when None) of a landed period, in a seeded random order: as they
+    landed (`landed`) or as feature rows."""
+    frame = (landed_frame if landed else feature_frame)(config, landing, period)
     if rows is not None:
         frame = frame.sample(n=min(rows, len(frame)), random_state=seed)
     return to_records(frame)

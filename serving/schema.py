@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from mlops.config import FeaturesConfig
 from mlops.errors import ConfigError
+from mlops.record_features import FLAG, NUMBER, TEXT, TIME, RecordFeatures
 
 KEY_FIELD = "key"
 MAX_ERRORS_REPORTED = 20
@@ -109,6 +110,7 @@ PredictResponse = response_model("binary")
 @dataclass(frozen=True)
 class ParsedRequest:
     records: list[Any]  # msgspec structs, one per record, in request order
+    landed: bool = False  # records as they land (the model computes their features), not feature rows
 
     def __len__(self) -> int:
         return len(self.records)
@@ -158,6 +160,7 @@ class FeatureSchema:
         )
         self._request_struct = request_struct
         self._decoder = msgspec.json.Decoder(request_struct | list[record_struct])
+        self.record_type = record_struct
         self._records_type = list[record_struct]
         split_body = msgspec.defstruct(
             "DataframeSplit",
@@ -174,17 +177,28 @@ class FeatureSchema:
         self._getters = {name: operator.attrgetter(name) for name in [*self.columns, KEY_FIELD]}
 
     # -- decoding ----------------------------------------------------------------------
-    def parse(self, body: bytes, max_records: int, content_type: str | None = None) -> ParsedRequest:
-        """The records of a body, or an `InputError` saying what is wrong with it."""
+    def parse(
+        self,
+        body: bytes,
+        max_records: int,
+        content_type: str | None = None,
+        landed: LandedSchema | None = None,
+    ) -> ParsedRequest:
+        """The records of a body, or an `InputError` saying what is wrong with it. With
+        `landed` (the loaded model's record contract), records as they land are taken too."""
+        is_landed = False
         if content_type is not None and content_type.split(";")[0].strip().lower() == ARROW_STREAM:
             records = self._from_arrow(body)
         else:
             try:
                 decoded = self._decoder.decode(body)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                if b'"dataframe_split"' not in body:
+                if b'"dataframe_split"' in body:
+                    records = self._from_split(body)
+                elif landed is not None:
+                    records, is_landed = landed.decode(body, exc, self._explain), True
+                else:
                     raise self._explain(body, exc) from None
-                records = self._from_split(body)
             else:
                 records = decoded.records if isinstance(decoded, self._request_struct) else decoded
         if not records:
@@ -205,7 +219,7 @@ class FeatureSchema:
                 f"{len(records)} records exceed the limit of {max_records} per request"
                 " (serving.max_records): split the request",
             )
-        return ParsedRequest(records)
+        return ParsedRequest(records, is_landed)
 
     def parse_rank(self, body: bytes, max_records: int) -> tuple[ParsedRequest, int]:
         """A `/rank` body, `{"records": [...], "k": N}`: its records (each with a distinct
@@ -346,27 +360,7 @@ class FeatureSchema:
     def _explain(self, body: bytes, exc: Exception) -> InputError:
         """Run the rejected body through pydantic for a field-by-field report."""
         bare = body.lstrip()[:1] == b"["
-        adapter = self._bare_adapter if bare else self._wrapped_adapter
-        try:
-            adapter.validate_json(body)
-        except ValidationError as error:
-            errors = error.errors(include_url=False, include_input=False, include_context=False)
-            if errors and errors[0]["type"] == "json_invalid":
-                return InputError(400, f"the request body is not valid JSON: {errors[0]['msg']}")
-            detail = [
-                {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
-                for err in errors[:MAX_ERRORS_REPORTED]
-            ]
-            first = detail[0]
-            where = ".".join(str(p) for p in first["loc"][1:]) or "body"
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            return InputError(422, f"{where}: {first['msg']}{more}", detail)
-        except ValueError as error:  # e.g. invalid UTF-8 in the body
-            return InputError(400, f"the request body cannot be read: {error}")
-        # pydantic accepted what msgspec did not: report msgspec's own message.
-        if isinstance(exc, msgspec.ValidationError):
-            return InputError(422, str(exc))
-        return InputError(400, f"the request body is not valid JSON: {exc}")
+        return explain(self._bare_adapter if bare else self._wrapped_adapter, body, exc)
 
     # -- to a frame the model accepts ---------------------------------------------------
     def to_columns(self, records: list[Any]) -> tuple[dict[str, np.ndarray], list[str | None]]:
@@ -446,6 +440,123 @@ class FeatureSchema:
         )
         schema = TypeAdapter(rank_request).json_schema(ref_template=ref_template)
         return schema, schema.pop("$defs", {})
+
+
+class LandedSchema:
+    """The contract of a record as it lands, from a model's record step
+    (`mlops.record_features`): every column the model reads is required (a number, text, an
+    ISO 8601 time or true/false; null for missing); the batch table's other columns may come
+    too and are ignored, so a row can be sent as it landed; any other field is refused, as
+    in the feature form. The model looks up and derives the rest."""
+
+    TYPES: dict[str, Any] = {NUMBER: float | None, TEXT: str | None, TIME: str | None, FLAG: bool | None}
+
+    def __init__(self, step: RecordFeatures) -> None:
+        self.inputs = dict(step.inputs or {})
+        self.times = [c for c, kind in self.inputs.items() if kind == TIME]
+        self.ignored = [c for c in step.landing or {} if c not in self.inputs and c != KEY_FIELD]
+        self._landed_fields, self._feature_fields = set(self.inputs) | set(self.ignored), set(step.columns)
+        fields: dict[str, Any] = {c: (self.TYPES[kind], Field(...)) for c, kind in self.inputs.items()}
+        fields |= {
+            c: (Any, Field(None, description="As it landed; the model does not read it"))
+            for c in self.ignored
+        }
+        fields[KEY_FIELD] = (
+            str | None,
+            Field(None, description="Identifies the row: sticky canary routing, label join"),
+        )
+        self.record_model: type[BaseModel] = create_model(
+            "LandedRecord", __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False), **fields
+        )
+        self.request_model: type[BaseModel] = create_model(
+            "LandedPredictRequest",
+            __config__=ConfigDict(extra="forbid"),
+            records=(list[self.record_model], Field(..., min_length=1)),  # type: ignore[name-defined]
+        )
+        self._wrapped_adapter = TypeAdapter(self.request_model)
+        self._bare_adapter = TypeAdapter(list[self.record_model])  # type: ignore[name-defined]
+        struct_fields: list[tuple[Any, ...]] = [(c, self.TYPES[kind]) for c, kind in self.inputs.items()]
+        struct_fields += [(c, Any, None) for c in self.ignored]
+        struct_fields.append((KEY_FIELD, str | None, None))
+        record_struct = msgspec.defstruct("LandedRecord", struct_fields, forbid_unknown_fields=True, gc=False)
+        self._request_struct = msgspec.defstruct(
+            "LandedPredictRequest", [("records", list[record_struct])], forbid_unknown_fields=True
+        )
+        self._decoder = msgspec.json.Decoder(self._request_struct | list[record_struct])
+        self._getters = {name: operator.attrgetter(name) for name in [*self.inputs, KEY_FIELD]}
+
+    def decode(self, body: bytes, feature_error: Exception, explain_features: Any) -> list[Any]:
+        """The landed records of a body the feature form refused; when this form refuses it
+        too, the refusal of the form the body looks like (its first record has more of this
+        form's fields than of the feature form's)."""
+        try:
+            decoded = self._decoder.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            if self._resembles(body):
+                bare = body.lstrip()[:1] == b"["
+                raise explain(self._bare_adapter if bare else self._wrapped_adapter, body, exc) from None
+            raise explain_features(body, feature_error) from None
+        records = decoded.records if isinstance(decoded, self._request_struct) else decoded
+        self._check_times(records)
+        return records
+
+    def _resembles(self, body: bytes) -> bool:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        rows = payload.get("records") if isinstance(payload, dict) else payload
+        first = rows[0] if isinstance(rows, list) and rows else None
+        if not isinstance(first, dict):
+            return False
+        fields = set(first)
+        return len(fields & self._landed_fields) > len(fields & self._feature_fields)
+
+    def _check_times(self, records: list[Any]) -> None:
+        for name in self.times:
+            values = pd.Series(list(map(self._getters[name], records)), dtype=object)
+            parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+            bad = np.flatnonzero(parsed.isna().to_numpy() & values.notna().to_numpy())
+            if len(bad):
+                row = int(bad[0])
+                message = f"{values[row]!r} is not an ISO 8601 time (e.g. 2013-08-01T12:00:00Z)"
+                raise _field_error(["body", "records", row, name], message)
+
+
+def landed_columns(
+    records: list[Any], inputs: dict[str, str]
+) -> tuple[dict[str, np.ndarray], list[str | None]]:
+    """The columns a model reads (`inputs`: name -> kind) of landed records, as arrays (its
+    record step types them), and the records' keys."""
+    columns: dict[str, np.ndarray] = {}
+    for name, kind in inputs.items():
+        values = list(map(operator.attrgetter(name), records))
+        columns[name] = np.array(values, dtype=np.float64 if kind == NUMBER else object)  # None: NaN
+    return columns, [r.key for r in records]
+
+
+def explain(adapter: TypeAdapter[Any], body: bytes, exc: Exception) -> InputError:
+    """The refusal of a body msgspec rejected, field by field, from the pydantic contract."""
+    try:
+        adapter.validate_json(body)
+    except ValidationError as error:
+        errors = error.errors(include_url=False, include_input=False, include_context=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            return InputError(400, f"the request body is not valid JSON: {errors[0]['msg']}")
+        detail = [
+            {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+            for err in errors[:MAX_ERRORS_REPORTED]
+        ]
+        first = detail[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "body"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return InputError(422, f"{where}: {first['msg']}{more}", detail)
+    except ValueError as error:  # e.g. invalid UTF-8 in the body
+        return InputError(400, f"the request body cannot be read: {error}")
+    # pydantic accepted what msgspec did not: report msgspec's own message.
+    if isinstance(exc, msgspec.ValidationError):
+        return InputError(422, str(exc))
+    return InputError(400, f"the request body is not valid JSON: {exc}")
 
 
 def _field_error(loc: list[Any], message: str) -> InputError:

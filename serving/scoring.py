@@ -36,6 +36,7 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mlops.config import ServingConfig
 from mlops.names import CHALLENGER, CHAMPION
@@ -46,7 +47,7 @@ from serving.interleaving import ranking, ranks_of, request_seed, team_draft
 from serving.models import LoadedModel, ModelWatcher
 from serving.predlog import PredictionLog
 from serving.routing import RoutingPlan, routing_keys
-from serving.schema import FeatureSchema
+from serving.schema import FeatureSchema, landed_columns
 
 logger = logging.getLogger("serving.scoring")
 MAX_BACKGROUND_JOBS = 64  # shadow scoring is skipped beyond this backlog
@@ -163,6 +164,7 @@ class _Chunk:
     columns: dict[str, np.ndarray] | None = None
     keys: list[str | None] | None = None
     scores: np.ndarray | None = None
+    dimensions: np.ndarray | None = None  # per row: the snapshots a landed record was looked up in
 
 
 class Scorer:
@@ -444,11 +446,45 @@ class Scorer:
         started = time.thread_time()
         failed = True
         try:
-            chunk.columns, chunk.keys = self.schema.to_columns(chunk.records)
+            chunk.columns, chunk.keys, chunk.dimensions = self.feature_columns(chunk.model, chunk.records)
             chunk.scores = chunk.model.score_columns(chunk.columns)
             failed = False
         finally:
             self.arm_counters.record(chunk.arm, len(chunk.rows), time.thread_time() - started, failed)
+
+    def feature_columns(
+        self, model: LoadedModel, records: list[Any]
+    ) -> tuple[dict[str, np.ndarray], list[str | None], np.ndarray | None]:
+        """The feature columns of a batch's records, its keys, and per row the snapshots a
+        landed record was looked up in (None when every record came as features). Feature
+        rows are typed by the schema; landed records go through the model's record step."""
+        feature_type = self.schema.record_type
+        landed = np.fromiter((type(r) is not feature_type for r in records), dtype=bool, count=len(records))
+        if not landed.any():
+            columns, keys = self.schema.to_columns(records)
+            return columns, keys, None
+        dimensions = np.full(len(records), None, dtype=object)
+        dimensions[landed] = model.dimensions
+        if landed.all():
+            raw, keys = landed_columns(records, model.record.inputs if model.record else {})
+            return model.landed_features(raw), keys, dimensions
+        # Both forms in one batch: each through its own path, then back in request order.
+        parts = []
+        for rows in (np.flatnonzero(~landed), np.flatnonzero(landed)):
+            part = [records[i] for i in rows]
+            parts.append((rows, *self.feature_columns(model, part)[:2]))
+        columns = {}
+        for name in parts[0][1]:
+            values = [p[1][name] for p in parts]
+            out = np.empty(len(records), dtype=np.result_type(*(v.dtype for v in values)))
+            for (rows, _, _), part_values in zip(parts, values, strict=True):
+                out[rows] = part_values
+            columns[name] = out
+        keys: list[str | None] = [None] * len(records)
+        for rows, _, part_keys in parts:
+            for row, key in zip(rows.tolist(), part_keys, strict=True):
+                keys[row] = key
+        return columns, keys, dimensions
 
     # -- after the answers: the log and the shadow ------------------------------------------
     def _in_background(
@@ -487,7 +523,10 @@ class Scorer:
             if shadow is None:
                 continue
             try:
-                shadow_scores = shadow.score_columns(chunk.columns)
+                columns = chunk.columns
+                if chunk.dimensions is not None and shadow.dimensions != chunk.model.dimensions:
+                    columns = self.feature_columns(shadow, chunk.records)[0]  # looked up in its own tables
+                shadow_scores = shadow.score_columns(columns)
             except Exception as exc:  # a broken challenger must not stop the champion's log
                 self.shadow_errors += 1
                 self.last_shadow_error = f"{type(exc).__name__}: {exc}"[:500]
@@ -523,6 +562,9 @@ class Scorer:
                 served,
                 self.objective.score_of(scores),
                 self.objective.labels(scores, model.classes),
+                dimensions=chunk.dimensions
+                if served or chunk.dimensions is None
+                else _shadow_dims(chunk, model),
             )
         )
 
@@ -537,3 +579,9 @@ class Scorer:
             "last_shadow_error": self.last_shadow_error,
             "by_arm": self.arm_counters.describe(),
         }
+
+
+def _shadow_dims(chunk: _Chunk, shadow: LoadedModel) -> np.ndarray:
+    """The snapshots the shadow model looked its landed rows up in."""
+    assert chunk.dimensions is not None
+    return np.where(pd.isna(chunk.dimensions), None, shadow.dimensions).astype(object)

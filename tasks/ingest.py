@@ -297,3 +297,15 @@ def ingest_file(
         real_key = find_landing_key(landing, key)
         uri = quarantine_batch(quarantine, table, period, real_key, landing.read_bytes(real_key), str(exc))
         raise BadBatchError(str(exc), quarantine_uri=uri) from None
+
+
+def snapshot_tables(
+    data: DataConfig, landing: Store, snapshots: Store, tables: list[str]
+) -> dict[str, tuple[Snapshot, pd.DataFrame]]:
+    """The current landing file of each of these (unpartitioned) tables, snapshotted (once per
+    content) and read: the fresh dimensions a served model can look records up in."""
+    times = TimeColumn.of(data)
+    return {
+        table: snapshot_file(landing, snapshots, table, None, data.tables[table].key(), times)
+        for table in tables
+    }

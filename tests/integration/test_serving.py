@@ -46,10 +46,10 @@ from mlops.config import (
 from mlops.errors import RolloutError
 from mlops.prediction_log import read_prediction_log
 from mlops.rollout import ROLLOUT_TAG, RolloutState
-from mlops.storage import Store, open_store
+from mlops.storage import Store, open_store, sha256_bytes
 from serving.app import create_app
 from serving.routing import RoutingPlan
-from serving.samples import feature_frame, to_arrow_stream, to_dataframe_split, to_records
+from serving.samples import feature_frame, landed_frame, to_arrow_stream, to_dataframe_split, to_records
 from tasks.compare import compare_logged_traffic
 from tests.conftest import find_events
 from tests.ports import free_port
@@ -888,24 +888,35 @@ def test_a_slow_challenger_breaches_the_latency_guardrail_and_is_rolled_out_with
 
 
 def test_the_web_page_scores_a_record_from_its_form_and_plots_where_it_falls(
-    config: ProjectConfig, registry: MlflowClient, versions: dict[str, str], june: pd.DataFrame
+    config: ProjectConfig,
+    registry: MlflowClient,
+    versions: dict[str, str],
+    june: pd.DataFrame,
+    sampled_landing: Store,
 ) -> None:
     from playwright.sync_api import sync_playwright
 
     champion = versions["forest"]
     set_aliases(registry, champion=champion, challenger=None)
-    (record,) = to_records(june.dropna().head(1))
-    numeric, categorical = config.features.numeric, config.features.categorical
+    # The form is a record as it lands; the same flight as a feature row gets the same answer.
+    (feature_row,) = to_records(june.dropna().head(1))
+    landed = landed_frame(config, sampled_landing, "2013-06").set_index("key", drop=False)
+    record = to_records(landed.loc[[feature_row["key"]]])[0]
     with running_service(config) as url, httpx.Client(timeout=60) as client, sync_playwright() as browsers:
         expected = post(client, url, [record]).json()["predictions"][0]
+        as_features = post(client, url, [feature_row]).json()["predictions"][0]
         browser = browsers.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         try:
             page = browser.new_page()
             page.goto(f"{url}/")
-            for column in numeric:
-                page.fill(f"#{column}", repr(record[column]))
-            for column in categorical:
-                page.select_option(f"#{column}", record[column])  # the encoder's categories are the choices
+            fields = page.locator("form [name]").all()
+            names = [f.get_attribute("name") for f in fields]
+            for field in fields:
+                name = field.get_attribute("name") or ""
+                if field.evaluate("e => e.tagName") == "SELECT":
+                    field.select_option(record[name])  # the encoder's categories are the choices
+                else:
+                    field.fill("" if record[name] is None else str(record[name]))
             page.click("#predict")
             page.wait_for_selector("#answer")
             answer = json.loads(page.get_attribute("#answer", "data-answer") or "{}")
@@ -925,6 +936,8 @@ def test_the_web_page_scores_a_record_from_its_form_and_plots_where_it_falls(
         finally:
             browser.close()
 
+    assert {"time_hour", "tailnum", "origin"} <= set(names) and "temp" not in names  # raw, not looked up
+    assert as_features["probability"] == expected["probability"]
     assert answer == {"probability": expected["probability"], "label": expected["label"]}
     assert shown == f"probability {expected['probability']:.4g}, label {expected['label']}"
     assert bars == 40 and drawn is not None and drawn["width"] > 100 and drawn["height"] > 50
@@ -933,3 +946,149 @@ def test_the_web_page_scores_a_record_from_its_form_and_plots_where_it_falls(
     assert f"{config.stack.tracking_uri}/#/models/{MODEL}/versions/{champion}" in links
     assert any(link and "/artifacts/key/lineage-" in link for link in links)
     assert refused_status == 422 and "distance" in error
+
+
+# -- records as they land -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def june_landed(config: ProjectConfig, sampled_landing: Store) -> pd.DataFrame:
+    """June's flights as they landed (times as ISO text, no label), with their key."""
+    return landed_frame(config, sampled_landing, "2013-06").set_index("key", drop=False)
+
+
+def test_records_as_they_land_get_the_answers_of_the_standard_mlflow_client_and_of_their_feature_rows(
+    config: ProjectConfig,
+    registry: MlflowClient,
+    versions: dict[str, str],
+    june: pd.DataFrame,
+    june_landed: pd.DataFrame,
+    sampled_landing: Store,
+    tmp_path: Path,
+) -> None:
+    """The service looks landed records up and derives their features inside the model: the
+    answers equal `mlflow.pyfunc` on the same rows (against the real MLflow server), and the
+    answers to the same flights sent as feature rows. The log records which snapshots answered."""
+    import mlflow.pyfunc
+
+    champion = versions["forest"]
+    set_aliases(registry, champion=champion, challenger=None)
+    rows = june.sample(n=300, random_state=11)
+    landed = june_landed.loc[rows["key"]]
+    log_uri = str(tmp_path / "predictions")
+    with running_service(config, prediction_log_uri=log_uri) as url, httpx.Client(timeout=60) as client:
+        as_landed = post(client, url, {"records": to_records(landed)})
+        as_features = post(client, url, {"records": to_records(rows)})
+        described = client.get(f"{url}/model").json()["models"]["champion"]
+    assert as_landed.status_code == 200, as_landed.text[:500]
+    served = np.array([p["probability"] for p in as_landed.json()["predictions"]])
+    np.testing.assert_array_equal(served, [p["probability"] for p in as_features.json()["predictions"]])
+
+    with client_settings(config):
+        standard = mlflow.pyfunc.load_model(f"models:/{MODEL}/{champion}")
+        landed_as_is = landed.drop(columns=["key"]).reset_index(drop=True)
+        client_answer = np.asarray(standard.predict(landed_as_is))[:, 1]  # ISO text times, as JSON sends them
+    np.testing.assert_allclose(served, client_answer, rtol=0, atol=1e-12)
+    assert np.ptp(served) > 0
+
+    snapshots = json.loads(registry.get_model_version(MODEL, champion).tags["snapshots"])
+    expected = f"planes@{snapshots['planes/static'][:12]},weather@{snapshots['weather/static'][:12]}"
+    assert described["takes_landed_records"] is True and described["dimensions"] == expected
+    log = read_prediction_log(open_store(log_uri, config.data.s3))
+    by_form = log.groupby(log["dimensions"].fillna("(features)")).size().to_dict()
+    assert by_form == {expected: 300, "(features)": 300}
+    # The log holds the features the model computed, as the feature rows had them.
+    logged = log[log["dimensions"].notna()].set_index("key").loc[rows["key"], config.features.numeric]
+    np.testing.assert_array_equal(logged.to_numpy(), rows[config.features.numeric].to_numpy())
+
+
+LANDED_BAD = {
+    "missing join key": (lambda r: {k: v for k, v in r.items() if k != "tailnum"}, "tailnum"),
+    "wrong type": (lambda r: r | {"distance": "far"}, "distance"),
+    "time that is not a time": (lambda r: r | {"time_hour": "next tuesday"}, "time_hour"),
+    "unknown field": (lambda r: r | {"tail_number": "N1"}, "tail_number"),
+}
+
+
+def test_a_bad_landed_record_is_a_422_naming_the_field_and_the_openapi_schema_shows_both_forms(
+    config: ProjectConfig, registry: MlflowClient, versions: dict[str, str], june_landed: pd.DataFrame
+) -> None:
+    set_aliases(registry, champion=versions["forest"], challenger=None)
+    (record,) = to_records(june_landed.head(1))
+    with running_service(config) as url, httpx.Client(timeout=60) as client:
+        refused = {
+            name: post(client, url, {"records": [bad(record)]}) for name, (bad, _) in LANDED_BAD.items()
+        }
+        unseen = post(client, url, {"records": [record | {"carrier": "ZZ-never-seen"}]})
+        spec = client.get(f"{url}/openapi.json").json()
+    for name, (_, field) in LANDED_BAD.items():
+        assert refused[name].status_code == 422, (name, refused[name].text[:300])
+        assert field in refused[name].json()["error"], (name, refused[name].json())
+    # An unknown category is what it is in the feature form: scored as a category never seen.
+    assert unseen.status_code == 200 and 0 < unseen.json()["predictions"][0]["probability"] < 1
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    refs = json.dumps(body)
+    assert (
+        "#/components/schemas/PredictRequest" in refs and "#/components/schemas/LandedPredictRequest" in refs
+    )
+    landed_fields = spec["components"]["schemas"]["LandedRecord"]
+    assert {"time_hour", "tailnum"} <= set(landed_fields["required"]) and "temp" not in landed_fields[
+        "properties"
+    ]
+
+
+def test_fresh_dimensions_from_landing_answer_and_an_unreadable_one_keeps_the_serving_model(
+    config: ProjectConfig,
+    registry: MlflowClient,
+    versions: dict[str, str],
+    june_landed: pd.DataFrame,
+    sampled_landing: Store,
+    tmp_path: Path,
+) -> None:
+    """`serving.dimensions: landing`: the weather the model looks records up in is today's
+    landing file (snapshotted, and named in the log), not the one it was trained with; a
+    landing file that cannot be read stops a new version from being swapped in, and /ready says why."""
+    forest, logistic = versions["forest"], versions["logistic"]
+    set_aliases(registry, champion=forest, challenger=None)
+    landing = tmp_path / "landing"
+    for table in ("weather", "planes"):
+        key = config.data.tables[table].key()
+        (landing / key).parent.mkdir(parents=True, exist_ok=True)
+        (landing / key).write_bytes(sampled_landing.read_bytes(key))
+    weather = pd.read_parquet(landing / "weather.parquet")
+    weather["temp"] = weather["temp"] + 30.0  # a heat wave the model never saw
+    weather.to_parquet(landing / "weather.parquet")
+    fresh = sha256_bytes((landing / "weather.parquet").read_bytes())
+    data = config.data.model_copy(
+        update={"landing_uri": str(landing), "snapshot_uri": str(tmp_path / "snaps")}
+    )
+    hot = config.model_copy(update={"data": data})
+    records = to_records(june_landed.sample(n=200, random_state=3))
+    log_uri = str(tmp_path / "predictions")
+    with running_service(config) as url, httpx.Client(timeout=60) as client:
+        trained_weather = [
+            p["probability"] for p in post(client, url, {"records": records}).json()["predictions"]
+        ]
+    with (
+        running_service(hot, dimensions="landing", prediction_log_uri=log_uri) as url,
+        httpx.Client(timeout=60) as client,
+    ):
+        hot_weather = [
+            p["probability"] for p in post(client, url, {"records": records}).json()["predictions"]
+        ]
+        described = client.get(f"{url}/model").json()["models"]["champion"]
+        # Now the landing weather cannot be read, and the champion moves: the old one keeps serving.
+        (landing / "weather.parquet").write_bytes(b"not a parquet file")
+        set_aliases(registry, champion=logistic)
+        wait_for(lambda: client.get(f"{url}/ready").json()["problems"], "the failed load to be reported")
+        ready = client.get(f"{url}/ready").json()
+        still = post(client, url, {"records": records[:5]}).json()["predictions"]
+    set_aliases(registry, champion=forest)
+    assert hot_weather != trained_weather
+    assert f"weather@{fresh[:12]}" in described["dimensions"]
+    assert (tmp_path / "snaps" / "weather" / f"{fresh}.parquet").exists()  # kept, as every snapshot is
+    log = read_prediction_log(open_store(log_uri, config.data.s3))
+    assert log["dimensions"].str.contains(f"weather@{fresh[:12]}").all()
+    assert ready["ready"] is True and ready["model_version"] == forest
+    assert any("weather" in p and "not swapped in" in p for p in ready["problems"]), ready["problems"]
+    assert {p["model_version"] for p in still} == {forest}
