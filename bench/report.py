@@ -213,7 +213,11 @@ def section_serving(r: dict[str, Any | None], plots: Path, rel: str) -> list[str
         " request at >= 200,000 rows/s. `mlops serve` scores concurrent requests as one micro-batch,"
         " and a forest through its compiled fast path (`serving/fastpath.py`); on 10,000-row requests"
         " much of its time goes to reading the records out of JSON objects into columns, and to"
-        " writing every prediction to the Parquet log.",
+        " writing every prediction to the Parquet log. The registered model takes a row as it"
+        " lands (its first step looks up the weather and the plane and derives the rest), so"
+        " `mlflow models serve` is sent landed rows in every scenario; `mlops serve` is sent feature"
+        " rows, except in the `landed` scenarios, where it gets the same landed rows and computes"
+        " their features through the model's record step.",
         "",
     ]
     if s.get("modes"):

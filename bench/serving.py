@@ -130,7 +130,8 @@ def prepare(workdir: Path, sample: float) -> tuple[Any, str]:
 
 
 def bodies(config: Any) -> dict[str, bytes]:
-    """Single-row and 10,000-row bodies for both servers, from the same June rows.
+    """Single-row and 10,000-row bodies for both servers, from the same June flights: the
+    service's as feature rows and as they landed, MLflow's as they landed (its only form).
 
     Complete rows only: the model's signature was inferred from five example rows, which
     makes MLflow's server refuse a null in any column those rows had filled.
@@ -138,28 +139,43 @@ def bodies(config: Any) -> dict[str, bytes]:
     import pandas as pd
 
     from mlops.storage import open_store
-    from serving.samples import feature_frame, to_arrow_stream, to_dataframe_split, to_records
+    from serving.samples import feature_frame, landed_frame, to_arrow_stream, to_dataframe_split, to_records
 
-    frame = feature_frame(config, open_store(config.data.landing_uri, config.data.s3), PERIODS[-1])
-    features = frame[config.features.columns].dropna().reset_index(drop=True)
-    batch = pd.concat([features] * (BATCH_ROWS // len(features) + 1), ignore_index=True).head(BATCH_ROWS)
-    one = to_records(features.head(1))
-    many = to_records(batch)
+    landing = open_store(config.data.landing_uri, config.data.s3)
+    frame = feature_frame(config, landing, PERIODS[-1])
+    # The same flights as they landed: the only form MLflow's server takes now (the model's
+    # signature is the landed columns it reads), and the service's second form.
+    landed = landed_frame(config, landing, PERIODS[-1]).drop(columns=["key"], errors="ignore")
+    complete = frame[config.features.columns].notna().all(axis=1).to_numpy()
+    features = frame.loc[complete, config.features.columns].reset_index(drop=True)
+    rows = landed.loc[complete].reset_index(drop=True)
+
+    def repeat(part: pd.DataFrame) -> pd.DataFrame:
+        return pd.concat([part] * (BATCH_ROWS // len(part) + 1), ignore_index=True).head(BATCH_ROWS)
+
+    one, many = to_records(features.head(1)), to_records(repeat(features))
+    landed_one, landed_many = to_records(rows.head(1)), to_records(repeat(rows))
     split = json.dumps(to_dataframe_split(many))
+    landed_split = json.dumps(to_dataframe_split(landed_many))
     return {
         "mlops-one": json.dumps({"records": one}).encode(),
         "mlops-batch": json.dumps({"records": many}).encode(),
-        "mlflow-one": json.dumps({"dataframe_records": one}).encode(),
-        "mlflow-batch": json.dumps({"dataframe_records": many}).encode(),
-        # the columnar forms: MLflow reads the same dataframe_split JSON; it takes no Arrow, so
-        # its side of the Arrow scenario is its dataframe_split
+        "mlops-one-landed": json.dumps({"records": landed_one}).encode(),
+        "mlops-batch-landed": json.dumps({"records": landed_many}).encode(),
+        "mlflow-one": json.dumps({"dataframe_records": landed_one}).encode(),
+        "mlflow-batch": json.dumps({"dataframe_records": landed_many}).encode(),
+        "mlflow-one-landed": json.dumps({"dataframe_records": landed_one}).encode(),
+        "mlflow-batch-landed": json.dumps({"dataframe_records": landed_many}).encode(),
+        # the columnar forms: MLflow reads dataframe_split JSON; it takes no Arrow, so its side
+        # of the Arrow scenario is its dataframe_split
         "mlops-split": split.encode(),
-        "mlflow-split": split.encode(),
+        "mlflow-split": landed_split.encode(),
         "mlops-arrow.arrow": to_arrow_stream(many),
-        "mlflow-arrow": split.encode(),
+        "mlflow-arrow": landed_split.encode(),
         "mlops-rank": json.dumps({"records": [{**one[0], "key": "bench-1"}], "k": 1}).encode(),
         "check-mlops": json.dumps({"records": to_records(features.head(50))}).encode(),
-        "check-mlflow": json.dumps({"dataframe_records": to_records(features.head(50))}).encode(),
+        "check-mlops-landed": json.dumps({"records": to_records(rows.head(50))}).encode(),
+        "check-mlflow": json.dumps({"dataframe_records": to_records(rows.head(50))}).encode(),
     }
 
 
@@ -323,6 +339,8 @@ SCENARIOS = [  # label, body, connections, rows per request
     (f"{BATCH_ROWS:,} rows, 1 connection", "batch", 1, BATCH_ROWS),
     (f"{BATCH_ROWS:,} rows as dataframe_split, 1 connection", "split", 1, BATCH_ROWS),
     (f"{BATCH_ROWS:,} rows as Arrow (mlflow: dataframe_split), 1 connection", "arrow", 1, BATCH_ROWS),
+    ("1 landed row, 16 connections", "one-landed", 16, 1),
+    (f"{BATCH_ROWS:,} landed rows, 1 connection", "batch-landed", 1, BATCH_ROWS),
 ]
 TARGETS = {"1 row, 16 connections": ">= 10x req/s, p99 <= 25 ms", SCENARIOS[2][0]: ">= 200,000 rows/s"}
 
@@ -362,15 +380,16 @@ def start_both(
 def check_agreement(urls: dict[str, str], paths: dict[str, Path]) -> None:
     """The same model must give the same answers on both servers."""
     headers = {"content-type": "application/json"}
-    ours = httpx.post(urls["mlops"], content=paths["check-mlops"].read_bytes(), headers=headers, timeout=60)
     theirs = httpx.post(
         urls["mlflow"], content=paths["check-mlflow"].read_bytes(), headers=headers, timeout=60
     )
-    ours_p = [p["probability"] for p in ours.json()["predictions"]]
     theirs_p = [row[1] for row in theirs.json()["predictions"]]
-    worst = max(abs(a - b) for a, b in zip(ours_p, theirs_p, strict=True))
-    if worst > 1e-9:
-        raise SystemExit(f"the servers disagree on the same rows (max difference {worst})")
+    for body in ("check-mlops", "check-mlops-landed"):  # feature rows and the landed rows, alike
+        ours = httpx.post(urls["mlops"], content=paths[body].read_bytes(), headers=headers, timeout=60)
+        ours_p = [p["probability"] for p in ours.json()["predictions"]]
+        worst = max(abs(a - b) for a, b in zip(ours_p, theirs_p, strict=True))
+        if worst > 1e-9:
+            raise SystemExit(f"the servers disagree on the same rows ({body}: max difference {worst})")
 
 
 def run_scenarios(
