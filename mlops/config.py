@@ -404,8 +404,11 @@ class ServingConfig(Strict):
     batch_wait_ms: float = Field(0.0, ge=0, le=100)  # extra wait to gather a micro-batch
     # Where a model looks up a record sent as it lands: `model`, the dimension snapshots it was
     # trained with (shipped inside it); `landing`, the tables' current landing files (e.g. today's
-    # weather), snapshotted when a version loads. Each prediction logs which snapshots answered.
+    # weather), snapshotted when a version loads and re-read every `dimensions_refresh_seconds`
+    # (0: only at load), so a new file answers without a reload. Each prediction logs which
+    # snapshots answered.
     dimensions: Literal["model", "landing"] = "model"
+    dimensions_refresh_seconds: float = Field(300.0, ge=0)
     rollout: RolloutConfig = RolloutConfig()
 
     @property

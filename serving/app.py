@@ -89,10 +89,31 @@ def landing_dimensions(config: ProjectConfig, stores: Stores) -> Callable[[Recor
         except Exception as exc:  # missing, unreadable, or without the columns the model looks up
             raise MlopsError(
                 f"cannot attach the current snapshots of {tables} from {stores.landing.uri} ({exc}):"
-                " the version is not swapped in; fix the landing files or set serving.dimensions: model"
+                " fix the landing files or set serving.dimensions: model"
             ) from None
 
     return attach
+
+
+def dimension_refresher(
+    attach: Callable[[RecordFeatures], RecordFeatures],
+) -> Callable[[LoadedModel], LoadedModel]:
+    """What the watcher runs on a serving model every `serving.dimensions_refresh_seconds`: the
+    same model when its tables' landing files have not changed, else a copy looking up the new
+    ones (checked on its own example rows first). Its compiled scorer is kept: it scores the
+    feature rows the lookups give, whichever tables they came from."""
+
+    def refresh(model: LoadedModel) -> LoadedModel:
+        if model.record is None:
+            return model
+        record = attach(model.record)
+        if record.snapshots == model.record.snapshots:
+            return model
+        if model.landed_example is not None:
+            record.features(model.landed_example)
+        return replace(model, record=record)
+
+    return refresh
 
 
 def model_preparer(
@@ -102,7 +123,10 @@ def model_preparer(
 
     def prepare(model: LoadedModel) -> LoadedModel:
         if model.record is not None and attach is not None:
-            model = replace(model, record=attach(model.record))
+            try:
+                model = replace(model, record=attach(model.record))
+            except MlopsError as exc:
+                raise MlopsError(f"{exc}; the version is not swapped in") from None
         if model.record is not None and model.landed_example is not None:
             model.record.features(model.landed_example)  # its lookups answer before it serves
         probe = schema.probe_rows(model.example)
@@ -135,7 +159,13 @@ def service_lifespan(
             if settings.dimensions == "landing"
             else None
         )
-        watcher = ModelWatcher(registry, model_preparer(schema, attach), settings.poll_seconds)
+        watcher = ModelWatcher(
+            registry,
+            model_preparer(schema, attach),
+            settings.poll_seconds,
+            refresh=None if attach is None else dimension_refresher(attach),
+            refresh_seconds=settings.dimensions_refresh_seconds,
+        )
         await asyncio.to_thread(watcher.poll_once)  # load before the first request is accepted
         watcher.start()
         log = PredictionLog(

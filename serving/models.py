@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,7 +66,7 @@ class LoadedModel:
             return self.fast(columns)
         return self.scores(pd.DataFrame(columns, copy=False))
 
-    @property
+    @cached_property  # read for every scored chunk; a new tables' version is a new LoadedModel
     def dimensions(self) -> str | None:
         """Which snapshots its lookups read, `table@<sha256 prefix>` each (logged per prediction)."""
         if self.record is None:
@@ -258,6 +259,8 @@ class WatcherStatus:
     aliases: dict[str, str] = field(default_factory=dict)
     rollout: RolloutState | None = None  # a progressive canary's recorded step (`mlops rollout`)
     failures: dict[str, LoadFailure] = field(default_factory=dict)  # by alias, while unresolved
+    refreshed_at: datetime | None = None  # the dimension tables were last re-read
+    refresh_error: str | None = None  # the last re-read failed: the tables before it still answer
 
 
 class ModelWatcher:
@@ -268,10 +271,17 @@ class ModelWatcher:
         source: ModelSource,
         prepare: Callable[[LoadedModel], LoadedModel],
         poll_seconds: float,
+        refresh: Callable[[LoadedModel], LoadedModel] | None = None,
+        refresh_seconds: float = 0.0,
     ) -> None:
         self.source = source
         self.prepare = prepare
         self.poll_seconds = poll_seconds
+        # Re-reads a served model's dimension tables (`serving.dimensions: landing`): the same
+        # model, or a copy looking up the newer tables.
+        self.refresh = refresh if refresh_seconds > 0 else None
+        self.refresh_seconds = refresh_seconds
+        self._refresh_due = time.monotonic() + refresh_seconds
         self.models = ServingModels()  # read without a lock: a reference swap is atomic
         self.status = WatcherStatus()
         self._stop = threading.Event()
@@ -315,6 +325,15 @@ class ModelWatcher:
             chosen[alias] = self._load(alias, wanted, now)
             if chosen[alias] is not None and chosen[alias] is not now:
                 loaded[wanted] = chosen[alias]
+        if self.refresh is not None and time.monotonic() >= self._refresh_due:
+            self._refresh_due = time.monotonic() + self.refresh_seconds
+            # Only models that were serving: one loaded in this poll has just read the tables.
+            done: dict[int, LoadedModel | None] = {}
+            for alias, model in chosen.items():
+                if model is not None and (model is current.champion or model is current.challenger):
+                    if id(model) not in done:
+                        done[id(model)] = self._refreshed(model)
+                    chosen[alias] = done[id(model)]
         updated = ServingModels(champion=chosen[CHAMPION], challenger=chosen[CHALLENGER])
         if updated.champion is not current.champion or updated.challenger is not current.challenger:
             self.models = updated  # the swap: one reference assignment
@@ -346,6 +365,25 @@ class ModelWatcher:
             return keep
         self.status.failures.pop(alias, None)
         return model
+
+    def _refreshed(self, model: LoadedModel | None) -> LoadedModel | None:
+        """`model` looking up the tables' current files (itself when they have not changed);
+        when they cannot be read, itself, and the error is reported until a re-read succeeds."""
+        if model is None:
+            return None
+        try:
+            refreshed = self.refresh(model) if self.refresh is not None else model
+        except Exception as exc:
+            self.status.refresh_error = (
+                f"re-reading the dimension tables of v{model.version} failed, it still looks records"
+                f" up in {model.dimensions}: {exc}"
+            )[:2000]
+            logger.error(self.status.refresh_error)
+            return model
+        self.status.refreshed_at, self.status.refresh_error = datetime.now(UTC), None
+        if refreshed is not model:
+            logger.info("v%s now looks records up in %s", model.version, refreshed.dimensions)
+        return refreshed
 
     def rollout_share(self, challenger_version: str | None) -> float | None:
         """The canary share the registry records for this challenger, if a rollout set one."""
@@ -383,6 +421,10 @@ class ModelWatcher:
             if status.last_poll_at
             else None,
             "last_poll_error": status.last_poll_error,
+            "dimensions_refreshed_at": status.refreshed_at.isoformat(timespec="seconds")
+            if status.refreshed_at
+            else None,
+            "dimensions_refresh_error": status.refresh_error,
             "load_failures": [
                 {
                     "alias": f.alias,

@@ -214,6 +214,8 @@ async def ready(request: Request) -> Response:
     problems = [f"loading {f.alias} v{f.version} failed: {f.error}" for f in status.failures.values()]
     if status.last_poll_error:
         problems.append(status.last_poll_error)
+    if status.refresh_error:
+        problems.append(status.refresh_error)
     if models.primary is None:
         return json_response(
             {

@@ -116,6 +116,73 @@ class ParsedRequest:
         return len(self.records)
 
 
+@dataclass(frozen=True)
+class RecordContract:
+    """One record form's contract, from one field list, twice: a pydantic model (the OpenAPI
+    schema and the field-by-field error report) and a msgspec decoder (the fast path). Both
+    are strict (no "3" for 3.0, no true for 1.0; int is taken for float, bool is not),
+    finite and closed (an unknown field is refused); `key` is optional in every form."""
+
+    record_model: type[BaseModel]
+    request_model: type[BaseModel]
+    record_struct: Any
+    request_struct: Any
+    decoder: msgspec.json.Decoder[Any]
+    wrapped_adapter: TypeAdapter[Any]
+    bare_adapter: TypeAdapter[Any]
+
+    @classmethod
+    def build(
+        cls, prefix: str, required: dict[str, Any], optional: dict[str, tuple[Any, str]]
+    ) -> RecordContract:
+        """`required`: name -> type (None allowed as the value, never as an absent field);
+        `optional`: name -> (type, description), absent meaning None. Models are named
+        `<prefix>Record` and `<prefix>PredictRequest`."""
+        optional = optional | {
+            KEY_FIELD: (str | None, "Identifies the row: sticky canary routing, label join")
+        }
+        fields: dict[str, Any] = {c: (kind, Field(...)) for c, kind in required.items()}
+        fields |= {c: (kind, Field(None, description=text)) for c, (kind, text) in optional.items()}
+        record_model = create_model(
+            f"{prefix}Record",
+            __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False),
+            **fields,
+        )
+        request_model = create_model(
+            f"{prefix}PredictRequest",
+            __config__=ConfigDict(extra="forbid"),
+            records=(list[record_model], Field(..., min_length=1)),  # type: ignore[valid-type]
+        )
+        struct_fields: list[tuple[Any, ...]] = list(required.items())
+        struct_fields += [(c, kind, None) for c, (kind, _) in optional.items()]
+        # gc=False: records hold only scalars, and 10,000 tracked objects would trigger collections.
+        record_struct = msgspec.defstruct(
+            f"{prefix}Record", struct_fields, forbid_unknown_fields=True, gc=False
+        )
+        request_struct = msgspec.defstruct(
+            f"{prefix}PredictRequest", [("records", list[record_struct])], forbid_unknown_fields=True
+        )
+        return cls(
+            record_model=record_model,
+            request_model=request_model,
+            record_struct=record_struct,
+            request_struct=request_struct,
+            decoder=msgspec.json.Decoder(request_struct | list[record_struct]),
+            wrapped_adapter=TypeAdapter(request_model),
+            bare_adapter=TypeAdapter(list[record_model]),  # type: ignore[valid-type]
+        )
+
+    def decode(self, body: bytes) -> list[Any]:
+        """The records of `{"records": [...]}` or of a bare list (msgspec's errors raised)."""
+        decoded = self.decoder.decode(body)
+        return decoded.records if isinstance(decoded, self.request_struct) else decoded
+
+    def explain(self, body: bytes, exc: Exception) -> InputError:
+        """What is wrong with a body this contract refused, field by field."""
+        bare = body.lstrip()[:1] == b"["
+        return explain(self.bare_adapter if bare else self.wrapped_adapter, body, exc)
+
+
 class FeatureSchema:
     """Everything the service knows about a record, derived from `FeaturesConfig`."""
 
@@ -129,39 +196,14 @@ class FeatureSchema:
         self.categorical = list(features.categorical)
         self.columns = [*self.numeric, *self.categorical]
 
-        # pydantic: strict (no "3" for 3.0, no true for 1.0), finite, nothing extra.
-        fields: dict[str, Any] = {c: (float | None, Field(...)) for c in self.numeric}
-        fields |= {c: (str | None, Field(...)) for c in self.categorical}
-        fields[KEY_FIELD] = (
-            str | None,
-            Field(None, description="Identifies the row: sticky canary routing, label join"),
+        self.contract = RecordContract.build(
+            "",
+            {c: float | None for c in self.numeric} | {c: str | None for c in self.categorical},
+            {},
         )
-        self.record_model: type[BaseModel] = create_model(
-            "Record",
-            __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False),
-            **fields,
-        )
-        self.request_model: type[BaseModel] = create_model(
-            "PredictRequest",
-            __config__=ConfigDict(extra="forbid"),
-            records=(list[self.record_model], Field(..., min_length=1)),  # type: ignore[name-defined]
-        )
-        self._wrapped_adapter = TypeAdapter(self.request_model)
-        self._bare_adapter = TypeAdapter(list[self.record_model])  # type: ignore[name-defined]
-
-        # msgspec: the same contract. int is accepted for float (as pydantic does), bool is not.
-        struct_fields: list[tuple[Any, ...]] = [(c, float | None) for c in self.numeric]
-        struct_fields += [(c, str | None) for c in self.categorical]
-        struct_fields.append((KEY_FIELD, str | None, None))
-        # gc=False: records hold only scalars, and 10,000 tracked objects would trigger collections.
-        record_struct = msgspec.defstruct("Record", struct_fields, forbid_unknown_fields=True, gc=False)
-        request_struct = msgspec.defstruct(
-            "PredictRequest", [("records", list[record_struct])], forbid_unknown_fields=True
-        )
-        self._request_struct = request_struct
-        self._decoder = msgspec.json.Decoder(request_struct | list[record_struct])
-        self.record_type = record_struct
-        self._records_type = list[record_struct]
+        self.record_model, self.request_model = self.contract.record_model, self.contract.request_model
+        self.record_type = self.contract.record_struct
+        self._records_type = list[self.record_type]  # type: ignore[name-defined]
         split_body = msgspec.defstruct(
             "DataframeSplit",
             [
@@ -191,16 +233,14 @@ class FeatureSchema:
             records = self._from_arrow(body)
         else:
             try:
-                decoded = self._decoder.decode(body)
+                records = self.contract.decode(body)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 if b'"dataframe_split"' in body:
                     records = self._from_split(body)
                 elif landed is not None:
-                    records, is_landed = landed.decode(body, exc, self._explain), True
+                    records, is_landed = landed.decode(body, exc, self.contract.explain), True
                 else:
-                    raise self._explain(body, exc) from None
-            else:
-                records = decoded.records if isinstance(decoded, self._request_struct) else decoded
+                    raise self.contract.explain(body, exc) from None
         if not records:
             raise InputError(
                 422,
@@ -357,11 +397,6 @@ class FeatureSchema:
                 [{"loc": [*where, *loc], "msg": message, "type": "type_error"}],
             ) from None
 
-    def _explain(self, body: bytes, exc: Exception) -> InputError:
-        """Run the rejected body through pydantic for a field-by-field report."""
-        bare = body.lstrip()[:1] == b"["
-        return explain(self._bare_adapter if bare else self._wrapped_adapter, body, exc)
-
     # -- to a frame the model accepts ---------------------------------------------------
     def to_columns(self, records: list[Any]) -> tuple[dict[str, np.ndarray], list[str | None]]:
         """Feature columns typed as in training (float64; object with NaN for missing) and the keys."""
@@ -456,33 +491,12 @@ class LandedSchema:
         self.times = [c for c, kind in self.inputs.items() if kind == TIME]
         self.ignored = [c for c in step.landing or {} if c not in self.inputs and c != KEY_FIELD]
         self._landed_fields, self._feature_fields = set(self.inputs) | set(self.ignored), set(step.columns)
-        fields: dict[str, Any] = {c: (self.TYPES[kind], Field(...)) for c, kind in self.inputs.items()}
-        fields |= {
-            c: (Any, Field(None, description="As it landed; the model does not read it"))
-            for c in self.ignored
-        }
-        fields[KEY_FIELD] = (
-            str | None,
-            Field(None, description="Identifies the row: sticky canary routing, label join"),
+        self.contract = RecordContract.build(
+            "Landed",
+            {c: self.TYPES[kind] for c, kind in self.inputs.items()},
+            {c: (Any, "As it landed; the model does not read it") for c in self.ignored},
         )
-        self.record_model: type[BaseModel] = create_model(
-            "LandedRecord", __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False), **fields
-        )
-        self.request_model: type[BaseModel] = create_model(
-            "LandedPredictRequest",
-            __config__=ConfigDict(extra="forbid"),
-            records=(list[self.record_model], Field(..., min_length=1)),  # type: ignore[name-defined]
-        )
-        self._wrapped_adapter = TypeAdapter(self.request_model)
-        self._bare_adapter = TypeAdapter(list[self.record_model])  # type: ignore[name-defined]
-        struct_fields: list[tuple[Any, ...]] = [(c, self.TYPES[kind]) for c, kind in self.inputs.items()]
-        struct_fields += [(c, Any, None) for c in self.ignored]
-        struct_fields.append((KEY_FIELD, str | None, None))
-        record_struct = msgspec.defstruct("LandedRecord", struct_fields, forbid_unknown_fields=True, gc=False)
-        self._request_struct = msgspec.defstruct(
-            "LandedPredictRequest", [("records", list[record_struct])], forbid_unknown_fields=True
-        )
-        self._decoder = msgspec.json.Decoder(self._request_struct | list[record_struct])
+        self.record_model, self.request_model = self.contract.record_model, self.contract.request_model
         self._getters = {name: operator.attrgetter(name) for name in [*self.inputs, KEY_FIELD]}
 
     def decode(self, body: bytes, feature_error: Exception, explain_features: Any) -> list[Any]:
@@ -490,13 +504,11 @@ class LandedSchema:
         too, the refusal of the form the body looks like (its first record has more of this
         form's fields than of the feature form's)."""
         try:
-            decoded = self._decoder.decode(body)
+            records = self.contract.decode(body)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             if self._resembles(body):
-                bare = body.lstrip()[:1] == b"["
-                raise explain(self._bare_adapter if bare else self._wrapped_adapter, body, exc) from None
+                raise self.contract.explain(body, exc) from None
             raise explain_features(body, feature_error) from None
-        records = decoded.records if isinstance(decoded, self._request_struct) else decoded
         self._check_times(records)
         return records
 

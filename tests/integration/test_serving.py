@@ -976,13 +976,22 @@ def test_records_as_they_land_get_the_answers_of_the_standard_mlflow_client_and_
     rows = june.sample(n=300, random_state=11)
     landed = june_landed.loc[rows["key"]]
     log_uri = str(tmp_path / "predictions")
-    with running_service(config, prediction_log_uri=log_uri) as url, httpx.Client(timeout=60) as client:
+    # A 50 ms gathering window, so the concurrent requests below share micro-batches.
+    with (
+        running_service(config, prediction_log_uri=log_uri, batch_wait_ms=50) as url,
+        httpx.Client(timeout=60) as client,
+    ):
         as_landed = post(client, url, {"records": to_records(landed)})
         as_features = post(client, url, {"records": to_records(rows)})
         described = client.get(f"{url}/model").json()["models"]["champion"]
+        mixed, calls = mixed_single_requests(url, to_records(landed.head(16)), to_records(rows.head(16)))
     assert as_landed.status_code == 200, as_landed.text[:500]
     served = np.array([p["probability"] for p in as_landed.json()["predictions"]])
     np.testing.assert_array_equal(served, [p["probability"] for p in as_features.json()["predictions"]])
+    # Sent one record a request, alternating forms, at once: batched together (fewer model
+    # calls than requests), each answered as when it came alone.
+    assert calls < 32
+    np.testing.assert_array_equal(mixed, np.repeat(served[:16], 2))
 
     with client_settings(config):
         standard = mlflow.pyfunc.load_model(f"models:/{MODEL}/{champion}")
@@ -996,10 +1005,39 @@ def test_records_as_they_land_get_the_answers_of_the_standard_mlflow_client_and_
     assert described["takes_landed_records"] is True and described["dimensions"] == expected
     log = read_prediction_log(open_store(log_uri, config.data.s3))
     by_form = log.groupby(log["dimensions"].fillna("(features)")).size().to_dict()
-    assert by_form == {expected: 300, "(features)": 300}
+    assert by_form == {expected: 316, "(features)": 316}
     # The log holds the features the model computed, as the feature rows had them.
-    logged = log[log["dimensions"].notna()].set_index("key").loc[rows["key"], config.features.numeric]
+    landed_rows = log[log["dimensions"].notna()].drop_duplicates("key").set_index("key")
+    logged = landed_rows.loc[rows["key"], config.features.numeric]
     np.testing.assert_array_equal(logged.to_numpy(), rows[config.features.numeric].to_numpy())
+
+
+def mixed_single_requests(
+    url: str, landed: list[dict[str, Any]], features: list[dict[str, Any]]
+) -> tuple[np.ndarray, int]:
+    """Each flight sent twice at once, as it landed and as its feature row (32 requests of one
+    record from 32 threads): the answers in that order, and how many model calls served them."""
+    bodies = [body for pair in zip(landed, features, strict=True) for body in pair]
+    answers: list[float] = [np.nan] * len(bodies)
+    start = threading.Barrier(len(bodies))
+
+    def send(i: int) -> None:
+        with httpx.Client(timeout=60) as client:
+            start.wait(30)
+            response = post(client, url, [bodies[i]])
+            response.raise_for_status()
+            answers[i] = response.json()["predictions"][0]["probability"]
+
+    def model_calls() -> int:
+        return httpx.get(f"{url}/model", timeout=30).json()["scoring"]["by_arm"]["arms"]["champion"]["calls"]
+
+    before = model_calls()
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return np.array(answers), model_calls() - before
 
 
 LANDED_BAD = {
@@ -1046,8 +1084,10 @@ def test_fresh_dimensions_from_landing_answer_and_an_unreadable_one_keeps_the_se
     tmp_path: Path,
 ) -> None:
     """`serving.dimensions: landing`: the weather the model looks records up in is today's
-    landing file (snapshotted, and named in the log), not the one it was trained with; a
-    landing file that cannot be read stops a new version from being swapped in, and /ready says why."""
+    landing file (snapshotted, and named in the log), not the one it was trained with, and a
+    newer file answers within a refresh period, without a reload; a landing file that cannot
+    be read keeps the tables before it, stops a new version from being swapped in, and /ready
+    says both."""
     forest, logistic = versions["forest"], versions["logistic"]
     set_aliases(registry, champion=forest, challenger=None)
     landing = tmp_path / "landing"
@@ -1070,25 +1110,47 @@ def test_fresh_dimensions_from_landing_answer_and_an_unreadable_one_keeps_the_se
             p["probability"] for p in post(client, url, {"records": records}).json()["predictions"]
         ]
     with (
-        running_service(hot, dimensions="landing", prediction_log_uri=log_uri) as url,
+        running_service(
+            hot, dimensions="landing", dimensions_refresh_seconds=0.5, prediction_log_uri=log_uri
+        ) as url,
         httpx.Client(timeout=60) as client,
     ):
+
+        def dimensions() -> str:
+            return client.get(f"{url}/model").json()["models"]["champion"]["dimensions"]
+
         hot_weather = [
             p["probability"] for p in post(client, url, {"records": records}).json()["predictions"]
         ]
-        described = client.get(f"{url}/model").json()["models"]["champion"]
+        described = dimensions()
+        # A newer weather file lands (a cold snap: hotter would give the same answers, the
+        # forest's splits end below +30): the same version answers with it, without a reload.
+        weather["temp"] = weather["temp"] - 90.0
+        weather.to_parquet(landing / "weather.parquet")
+        fresher = sha256_bytes((landing / "weather.parquet").read_bytes())
+        wait_for(lambda: f"weather@{fresher[:12]}" in dimensions(), "the newer weather to be attached")
+        cold_weather = [
+            p["probability"] for p in post(client, url, {"records": records}).json()["predictions"]
+        ]
         # Now the landing weather cannot be read, and the champion moves: the old one keeps serving.
         (landing / "weather.parquet").write_bytes(b"not a parquet file")
         set_aliases(registry, champion=logistic)
-        wait_for(lambda: client.get(f"{url}/ready").json()["problems"], "the failed load to be reported")
+        wait_for(
+            lambda: len(client.get(f"{url}/ready").json()["problems"]) == 2,
+            "the failed re-read and the failed load to be reported",
+        )
         ready = client.get(f"{url}/ready").json()
         still = post(client, url, {"records": records[:5]}).json()["predictions"]
+        still_dimensions = dimensions()
     set_aliases(registry, champion=forest)
-    assert hot_weather != trained_weather
-    assert f"weather@{fresh[:12]}" in described["dimensions"]
+    assert hot_weather != trained_weather and cold_weather != hot_weather
+    assert f"weather@{fresh[:12]}" in described
     assert (tmp_path / "snaps" / "weather" / f"{fresh}.parquet").exists()  # kept, as every snapshot is
     log = read_prediction_log(open_store(log_uri, config.data.s3))
-    assert log["dimensions"].str.contains(f"weather@{fresh[:12]}").all()
+    weather_of = log["dimensions"].str.extract(r"weather@(\w+)")[0].value_counts().to_dict()
+    assert weather_of == {fresh[:12]: 200, fresher[:12]: 205}
     assert ready["ready"] is True and ready["model_version"] == forest
     assert any("weather" in p and "not swapped in" in p for p in ready["problems"]), ready["problems"]
+    assert any("still looks records up in" in p for p in ready["problems"]), ready["problems"]
+    assert f"weather@{fresher[:12]}" in still_dimensions
     assert {p["model_version"] for p in still} == {forest}

@@ -6,6 +6,7 @@ The registry is stood in for by a dictionary of aliases and a table of loadable 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -169,3 +170,57 @@ def test_the_rollout_share_is_read_on_each_poll_for_its_challenger_only(
     registry.model_tags = {}
     watcher.poll_once()
     assert watcher.rollout_share("2") is None
+
+
+def test_dimension_refresh_swaps_in_new_tables_and_keeps_the_old_ones_when_they_cannot_be_read(
+    registry: Registry,
+) -> None:
+    """`serving.dimensions: landing`: every refresh period the serving models' tables are
+    re-read; a changed table is a new model object swapped in (same version), an unchanged
+    one changes nothing, and a failed re-read keeps the tables before it and is reported."""
+    tables = {"weather": "sha-1"}
+    fail = False
+
+    def refresh(model: LoadedModel) -> LoadedModel:
+        if fail:
+            raise OSError("weather.parquet: not a parquet file")
+        if model.run_id == f"{model.version}@{tables['weather']}":
+            return model
+        return replace(model, run_id=f"{model.version}@{tables['weather']}")  # stands for new tables
+
+    watcher = ModelWatcher(
+        registry, prepare=lambda model: model, poll_seconds=0.01, refresh=refresh, refresh_seconds=1e-6
+    )
+    registry.alias_map = {"champion": "1"}
+    watcher.poll_once()  # loaded: prepare has read the tables, so no refresh of this one yet
+    assert registry.loads == ["1"] and watcher.models.champion.run_id == "run-1"
+    watcher.poll_once()
+    served = watcher.models.champion
+    assert served.run_id == "1@sha-1" and served.version == "1" and registry.loads == ["1"]
+    watcher.poll_once()
+    assert watcher.models.champion is served  # unchanged tables: the same model
+    fail = True
+    watcher.poll_once()
+    assert watcher.models.champion is served
+    assert "not a parquet file" in (watcher.status.refresh_error or "")
+    assert watcher.describe()["dimensions_refresh_error"] == watcher.status.refresh_error
+    fail, tables["weather"] = False, "sha-2"
+    watcher.poll_once()
+    assert watcher.models.champion.run_id == "1@sha-2" and watcher.status.refresh_error is None
+    assert registry.loads == ["1"]  # never reloaded from the registry
+
+
+def test_without_a_refresh_period_the_tables_are_read_only_at_load(registry: Registry) -> None:
+    calls: list[str] = []
+
+    def refresh(model: LoadedModel) -> LoadedModel:
+        calls.append(model.version)
+        return model
+
+    watcher = ModelWatcher(
+        registry, prepare=lambda m: m, poll_seconds=0.01, refresh=refresh, refresh_seconds=0
+    )
+    registry.alias_map = {"champion": "1"}
+    for _ in range(3):
+        watcher.poll_once()
+    assert calls == []

@@ -66,7 +66,7 @@ REFUSED = {
 def test_accepted_by_both_validators(schema: FeatureSchema, name: str) -> None:
     raw = ACCEPTED[name]
     parsed = schema.parse(raw, max_records=10)
-    adapter = schema._bare_adapter if raw.startswith(b"[") else schema._wrapped_adapter
+    adapter = schema.contract.bare_adapter if raw.startswith(b"[") else schema.contract.wrapped_adapter
     adapter.validate_json(raw)  # the pydantic model agrees: no ValidationError
     assert len(parsed) >= 1
 
@@ -80,7 +80,9 @@ def test_refused_with_the_field_and_the_reason(schema: FeatureSchema, name: str)
     assert text in caught.value.message
     if status == 422 and "at least one" not in text:
         # The field-by-field report is the pydantic model's own verdict.
-        adapter = schema._bare_adapter if raw.lstrip().startswith(b"[") else schema._wrapped_adapter
+        adapter = (
+            schema.contract.bare_adapter if raw.lstrip().startswith(b"[") else schema.contract.wrapped_adapter
+        )
         with pytest.raises(ValidationError):
             adapter.validate_json(raw)
         assert caught.value.errors and caught.value.errors[0]["loc"][0] == "body"
