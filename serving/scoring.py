@@ -47,7 +47,7 @@ from serving.interleaving import ranking, ranks_of, request_seed, team_draft
 from serving.models import LoadedModel, ModelWatcher
 from serving.predlog import PredictionLog
 from serving.routing import RoutingPlan, routing_keys
-from serving.schema import FeatureSchema, landed_columns
+from serving.schema import ColumnBlock, FeatureSchema, keys_of, landed_columns
 
 logger = logging.getLogger("serving.scoring")
 MAX_BACKGROUND_JOBS = 64  # shadow scoring is skipped beyond this backlog
@@ -354,7 +354,7 @@ class Scorer:
         if plan.splits_traffic and challenger is not None:
             to_challenger = np.concatenate(
                 [
-                    plan.to_challenger(routing_keys([r.key for r in i.records], i.header_key, i.request_id))
+                    plan.to_challenger(routing_keys(keys_of(i.records), i.header_key, i.request_id))
                     for i in items
                 ]
             )
@@ -458,6 +458,8 @@ class Scorer:
         """The feature columns of a batch's records, its keys, and per row the snapshots a
         landed record was looked up in (None when every record came as features). Feature
         rows are typed by the schema; landed records go through the model's record step."""
+        if isinstance(records, ColumnBlock):  # came as columns: they are the model's already
+            return records.columns, records.keys, None
         feature_type = self.schema.record_type
         landed = np.fromiter((type(r) is not feature_type for r in records), dtype=bool, count=len(records))
         if not landed.any():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
@@ -173,7 +174,16 @@ def test_a_columnar_form_gives_the_records_the_json_form_gives(
 ) -> None:
     decoded = json.loads(ACCEPTED[name])
     records = decoded["records"] if isinstance(decoded, dict) else decoded
-    assert parse_as(schema, form, records).records == schema.parse(ACCEPTED[name], 10).records
+    parsed, expected = parse_as(schema, form, records).records, schema.parse(ACCEPTED[name], 10).records
+    assert list(parsed) == expected  # an Arrow block's records, one by one, too
+    # ...and the columns the model is given are the same, value for value (an Arrow block
+    # holds them already, never building the records).
+    columns, keys = schema.to_columns(parsed)
+    want, want_keys = schema.to_columns(expected)
+    assert keys == want_keys and list(columns) == list(want)
+    for name_, values in columns.items():
+        assert values.dtype == want[name_].dtype
+        assert pd.Series(values).equals(pd.Series(want[name_])), name_
 
 
 # the records-form refusals a column can carry -> the field the columnar refusal names
