@@ -2,8 +2,9 @@
 
     python bench/report.py [--results bench/results] [--report bench/REPORT.md]
 
-Only measured figures go in: a section without a result file is listed as not run, a
-section whose script failed as failed, with the reason. Plots (PNG, next to the report in
+Only measured figures go in: a section without a result file keeps its text from the
+report it replaces (figures measured in an earlier run, with that run's stamp), or else is
+listed as not run; a section whose script failed is listed as failed, with the reason. Plots (PNG, next to the report in
 `plots/`): time and peak memory against rows (log-log), the serving latency distribution,
 and the side-by-side ratios.
 """
@@ -425,6 +426,28 @@ def plot_ratios(r: dict[str, Any | None], path: Path) -> bool:
     return True
 
 
+def _sections_of(text: str) -> dict[str, list[str]]:
+    """A report's sections: title -> its lines (without the heading, trailing blanks dropped)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = sections.setdefault(line[3:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    for body in sections.values():
+        while body and not body[0].strip():
+            body.pop(0)
+        while body and not body[-1].strip():
+            body.pop()
+    return sections
+
+
+def _measured(body: list[str] | None) -> bool:
+    """Whether a section of an earlier report holds figures (it has a run stamp)."""
+    return body is not None and any(line.startswith("_Run ") for line in body)
+
+
 def write_report(results: Path, report: Path, smoke: bool = False) -> Path:
     names = [n for names in SCRIPTS.values() for n in names]
     r = {name: _load(results, name) for name in names}
@@ -456,8 +479,21 @@ def write_report(results: Path, report: Path, smoke: bool = False) -> Path:
         "scaling": lambda: section_scaling(r, plots, rel, results),
         "cold_start": lambda: section_cold_start(r),
     }
+    # A section run in neither this run nor one whose results are still in `results` keeps
+    # its text from the report being replaced: `make bench SECTIONS=serving` must not erase
+    # the other sections' figures (results/ is git-ignored, so a fresh clone has none).
+    earlier = _sections_of(report.read_text()) if report.exists() and not smoke else {}
     for section, title in TITLES.items():
         lines += [f"## {title}", ""]
+        untouched = not any(
+            (results / f"{n}{kind}.json").exists()
+            for n in SCRIPTS[section]
+            for kind in ("", ".failed", ".skipped")
+        )
+        if untouched and _measured(earlier.get(title)):
+            lines += earlier[title]
+            lines.append("")
+            continue
         lines += builders[section]()
         lines += [f"- {_missing(results, n)}" for n in SCRIPTS[section] if r[n] is None]
         lines.append("")
