@@ -44,10 +44,19 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str]]] = {
     "validation": ("validation", [], ["--sample", "0.03", "--repeats", "1", "--months", "1"]),
     "drift": ("drift", [], ["--sample", "0.05", "--repeats", "1", "--quick"]),
     "serving": ("serving", [], ["--sample", "0.03", "--seconds", "1", "--repeats", "1", "--samples", "50"]),
+    "serving_stages": ("serving", [], ["--sample", "0.03", "--repeats", "2"]),
     "scaling": ("scaling", [], ["--sizes", "6000", "12000", "--max-train-rows", "2000"]),
     "cold_start": ("cold_start", [], ["--repeats", "1"]),
 }
-REPEATABLE = {"training_overhead", "task_overhead", "validation", "drift", "serving", "cold_start"}
+REPEATABLE = {
+    "training_overhead",
+    "task_overhead",
+    "validation",
+    "drift",
+    "serving",
+    "serving_stages",
+    "cold_start",
+}
 SECTIONS = ["training", "validation", "drift", "serving", "scaling", "cold_start"]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import sys
 import tempfile
 import time
@@ -44,7 +45,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--sample", type=float, default=0.08)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
+    from bench.common import exit_on_sigterm, write_result
+
+    exit_on_sigterm()
 
     import orjson
     import pyarrow as pa
@@ -119,11 +124,21 @@ def main() -> None:
                 ).raise_for_status(),
             }
             print(f"{config.registry.model_name} v{version}, {BATCH_ROWS:,} rows, best of {args.repeats}")
+            timed = []
             for name, step in stages.items():
                 ms = best_ms(step, args.repeats)
+                timed.append({"stage": name, "ms": ms, "rows_per_second": BATCH_ROWS / ms * 1000})
                 print(f"  {name:<50} {ms:8.1f} ms   {BATCH_ROWS / ms * 1000:>12,.0f} rows/s")
+        write_result(
+            args.out,
+            "serving_stages",
+            {"model": f"{config.registry.model_name} v{version}", "rows": BATCH_ROWS, "repeats": args.repeats,
+             "stages": timed},
+        )  # fmt: skip
     finally:
         stop_stack(config)
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

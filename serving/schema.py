@@ -17,8 +17,11 @@ pydantic to say what is wrong, field by field. Both refuse the same inputs (test
 Two columnar forms carry the same records: MLflow's `dataframe_split` JSON
 (`{"dataframe_split": {"columns": [...], "data": [[...], ...]}}`) and an Apache Arrow IPC
 stream (`Content-Type: application/vnd.apache.arrow.stream`). Each is checked for its
-columns (every feature, optionally `key`, nothing else) and turned into the same records,
-through the same msgspec contract, so a value one form refuses every form refuses.
+columns (every feature, optionally `key`, nothing else). The split form's rows are turned
+into the same records, through the same msgspec contract; an Arrow stream is checked by
+column (its type, finite numbers) and kept as columns (`ColumnBlock`), which is what the
+model is given: no Python object per value. Either way a value one form refuses every form
+refuses, and the same rows get the same features (tested).
 """
 
 from __future__ import annotations
